@@ -1,0 +1,77 @@
+"""Readers for the two file shapes benchmarks ship: one JSON array, or JSON Lines."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from .problems import DataError, Problem
+
+
+def _decode(data: bytes, name: str) -> str:
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = data.count(b"\n", 0, e.start) + 1
+        raise DataError(f"{name}: not valid UTF-8 (byte {e.start}, line {line})") from None
+
+
+def read_json_array(path: Path) -> list[Any]:
+    """Read a file holding one JSON array; any defect is a DataError naming the file and place."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise DataError(f"{path}: file not found") from None
+    except OSError as e:
+        raise DataError(f"{path}: cannot read ({e.strerror or e})") from None
+    text = _decode(data, str(path))
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as e:
+        what = "truncated JSON" if e.pos >= len(text.rstrip()) else "invalid JSON"
+        raise DataError(f"{path}: {what} at line {e.lineno} column {e.colno}: {e.msg}") from None
+    except RecursionError:
+        raise DataError(f"{path}: JSON nested too deeply") from None
+    if not isinstance(value, list):
+        raise DataError(f"{path}: expected a JSON array of rows, got {type(value).__name__}")
+    return value
+
+
+def iter_jsonl(path: Path) -> Iterator[tuple[int, Any, Problem | None]]:
+    """Yield ``(index, row, problem)`` per non-blank line; a bad line is a problem, not a stop."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise DataError(f"{path}: file not found") from None
+    except OSError as e:
+        raise DataError(f"{path}: cannot read ({e.strerror or e})") from None
+    if data.startswith(b"\xef\xbb\xbf"):
+        data = data[3:]
+    index = 0
+    for lineno, raw in enumerate(data.split(b"\n"), start=1):
+        if not raw.strip():
+            continue
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as e:
+            yield (
+                index,
+                None,
+                Problem(index, "<line>", f"line {lineno}: not valid UTF-8 (byte {e.start})"),
+            )
+        else:
+            try:
+                yield index, json.loads(text), None
+            except json.JSONDecodeError as e:
+                yield (
+                    index,
+                    None,
+                    Problem(
+                        index, "<line>", f"line {lineno}: invalid JSON at column {e.colno}: {e.msg}"
+                    ),
+                )
+            except RecursionError:
+                yield index, None, Problem(index, "<line>", f"line {lineno}: nested too deeply")
+        index += 1

@@ -1,0 +1,73 @@
+"""One small registry for benchmarks, models and scorers.
+
+Entries are registered as ``"module:attribute"`` strings and imported on first use, so ``ibench
+--version`` never imports torch. Unknown names get a "did you mean" suggestion. Third-party
+packages add entries through the entry-point groups ``interleave_bench.<kind>``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+from importlib.metadata import entry_points
+from typing import Any, Generic, TypeVar
+
+T = TypeVar("T")
+
+
+class UnknownNameError(KeyError):
+    def __init__(self, kind: str, name: str, known: list[str]) -> None:
+        close = difflib.get_close_matches(name, known, n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        self.message = f"unknown {kind} {name!r}{hint} (known: {', '.join(sorted(known))})"
+        super().__init__(self.message)
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class Registry(Generic[T]):
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        self._targets: dict[str, str] = {}
+        self._loaded: dict[str, T] = {}
+        self._entry_points_read = False
+
+    def register(self, name: str, target: str) -> None:
+        """Register ``name`` -> ``"package.module:attribute"`` (imported lazily)."""
+        if name in self._targets and self._targets[name] != target:
+            raise ValueError(f"{self.kind} {name!r} is already registered as {self._targets[name]}")
+        self._targets[name] = target
+
+    def _read_entry_points(self) -> None:
+        if self._entry_points_read:
+            return
+        self._entry_points_read = True
+        for ep in entry_points(group=f"interleave_bench.{self.kind}s"):
+            self._targets.setdefault(ep.name, ep.value)
+
+    def names(self) -> list[str]:
+        self._read_entry_points()
+        return sorted(self._targets)
+
+    def get(self, name: str) -> T:
+        self._read_entry_points()
+        key = name.lower()
+        if key not in self._targets:
+            raise UnknownNameError(self.kind, name, list(self._targets))
+        if key not in self._loaded:
+            module, _, attr = self._targets[key].partition(":")
+            obj: Any = importlib.import_module(module)
+            for part in attr.split("."):
+                obj = getattr(obj, part)
+            self._loaded[key] = obj() if isinstance(obj, type) else obj
+        return self._loaded[key]
+
+
+benchmarks: Registry[Any] = Registry("benchmark")
+benchmarks.register("mmie", "interleave_bench.benchmarks.mmie:MMIE")
+benchmarks.register(
+    "interleavedbench", "interleave_bench.benchmarks.interleavedbench:InterleavedBench"
+)
+benchmarks.register("opening", "interleave_bench.benchmarks.opening:OpenING")
+benchmarks.register("isg", "interleave_bench.benchmarks.isg:ISGBench")
