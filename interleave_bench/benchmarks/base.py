@@ -170,6 +170,9 @@ class Benchmark:
     data_file_name: ClassVar[str]
     count_by: ClassVar[str] = "category"
     hub: ClassVar[HubSpec | None] = None
+    hosting: ClassVar[str] = ""
+    licence: ClassVar[str] = ""
+    size: ClassVar[str] = ""
 
     # -- layout hooks ------------------------------------------------------------------------
     def locate(self, path: Path) -> Path:
@@ -317,3 +320,23 @@ class Benchmark:
 
 def _set(values: Iterable[str] | None) -> set[str] | None:
     return set(values) if values else None
+
+
+def import_archive(
+    bench: Benchmark, archive: Path, to: Path | None = None
+) -> tuple[Path, list[Problem]]:
+    """Unpack a release archive the user downloaded by hand (e.g. OpenING's zip) into ``to``."""
+    if not archive.is_file():
+        raise DataError(f"{archive}: file not found")
+    dest = to if to is not None else cache_home() / "data" / bench.name
+    report = archives.extract(archive, dest)
+    digest = hashlib.sha256()
+    with open(archive, "rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    (dest / SOURCE_FILE).write_text(
+        json.dumps(
+            {"source": f"archive {archive.name}", "revision": f"sha256:{digest.hexdigest()}"}
+        )
+    )
+    return dest, report.problems

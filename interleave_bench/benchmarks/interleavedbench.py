@@ -44,6 +44,9 @@ class InterleavedBench(Benchmark):
     data_file_name = "interleaved_bench.json"
     count_by = "task"
     hub = HubSpec("mqliu/InterleavedBench", "model", ("interleaved_bench.json", "zipped_images/*"))
+    hosting = "Hugging Face model repo mqliu/InterleavedBench"
+    licence = "Apache-2.0"
+    size = "815 instances, 10 tasks in 2 subsets"
 
     def archive_targets(self, root: Path) -> list[tuple[Path, str]]:
         return [(z, "zipped_images") for z in sorted((root / "zipped_images").glob("*.zip"))]

@@ -58,6 +58,9 @@ class ISGBench(Benchmark):
     title = "ISG-Bench"
     data_file_name = "ISG-Bench.jsonl"
     hub = HubSpec("shuaishuaicdp/ISG-Bench", "dataset", ("ISG-Bench.jsonl", "images.zip"))
+    hosting = "Hugging Face dataset shuaishuaicdp/ISG-Bench"
+    licence = "see the dataset card"
+    size = "1,150 samples, 8 categories (21 sub-categories)"
 
     def rows(self, data_file: Path):
         return iter_jsonl(data_file)

@@ -45,6 +45,9 @@ class MMIE(Benchmark):
     title = "MMIE"
     data_file_name = "data.json"
     hub = HubSpec("MMIE/MMIE", "dataset", ("*.json", "images.tar.gz"))
+    hosting = "Hugging Face dataset MMIE/MMIE (gated, auto-approved)"
+    licence = "code MIT; dataset licence not stated"
+    size = "20,103 queries in 3 categories"
 
     def data_file(self, root: Path) -> Path:
         main = root / self.data_file_name

@@ -46,6 +46,9 @@ class OpenING(Benchmark):
     name = "opening"
     title = "OpenING"
     data_file_name = "test_data.jsonl"
+    hosting = "github.com/LanceZPF/OpenING (data archive linked from its README)"
+    licence = "see the OpenING repository"
+    size = "2,160 public test rows (5,400 in all), 56 subtasks, 23 meta-tasks"
 
     def locate(self, path: Path) -> Path:
         if (path / self.data_file_name).is_file():
