@@ -9,6 +9,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
@@ -32,7 +33,7 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object ins
 
 
 def fail(message: str, code: int = 1) -> typer.Exit:
-    err.print(f"[bold red]error:[/] {message}", markup=True, highlight=False)
+    err.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     return typer.Exit(code)
 
 
@@ -91,15 +92,26 @@ def data_list(as_json: JsonOpt = False) -> None:
     out.print(table)
 
 
-def _load(bench: str, path: Path | None, limit: int | None, download: bool = False):
+def _load(bench: str, path: Path | None, limit: int | None, as_json: bool):
+    """Load for inspect/validate; a fatal data error is printed (as JSON too with --json)."""
     from .benchmarks import DataError, load_benchmark
     from .registry import UnknownNameError
 
     try:
-        return load_benchmark(bench, path, limit, download=download)
+        return load_benchmark(bench, path, limit, download=False)
     except UnknownNameError as e:
         raise fail(str(e), 2) from None
     except DataError as e:
+        if as_json:
+            print_json(
+                {
+                    "total": 0,
+                    "by_category": {},
+                    "missing_images": 0,
+                    "error": str(e),
+                    "problems": [{"row": None, "field": "<file>", "message": str(e)}],
+                }
+            )
         raise fail(str(e)) from None
 
 
@@ -138,7 +150,7 @@ def _report(data, as_json: bool, title: str) -> None:
     table.add_column(data.count_by, footer="total")
     table.add_column("samples", justify="right", footer=str(summary["total"]))
     for name, n in summary["by_category"].items():
-        table.add_row(name, str(n))
+        table.add_row(escape(name), str(n))
     out.print(table)
     out.print(
         f"images referenced: {summary['images']}   missing image files: {summary['missing_images']}"
@@ -171,7 +183,7 @@ def data_inspect(
     """Count samples by category, missing images and every problem in the data."""
     if images not in ("full", "header", "none"):
         raise fail("--images must be full, header or none", 2)
-    data = _load(bench, path, limit)
+    data = _load(bench, path, limit, as_json)
     if images != "none":
         _check(data, images == "full", quiet=as_json)
     _report(data, as_json, "inspect")
@@ -187,7 +199,7 @@ def data_validate(
     """Check a local copy fully (rows and every image); exit 1 when problems are found."""
     if path is None and not bench.endswith(":sample"):
         raise fail("validate needs --path DIR (or NAME:sample)", 2)
-    data = _load(bench, path, None)
+    data = _load(bench, path, None, as_json)
     _check(data, True, quiet=as_json)
     _report(data, as_json, "validate")
     if data.problems or (strict and data.missing_images):

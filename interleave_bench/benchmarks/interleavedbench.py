@@ -8,6 +8,7 @@ the instruction carries images, context-free otherwise.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -16,13 +17,14 @@ from .base import Benchmark, HubSpec, RowContext, as_row, opt, req, typed
 from .problems import RowError
 
 PLACEHOLDER = "<image>"
+_LEADING_DOT = re.compile(r"^\.(?:\s+|$)")
 HUMAN = ("human", "user")
 GPT = ("gpt", "assistant")
 
 
 def _clean(piece: str) -> str:
-    piece = piece.replace("<BEGIN>", "").strip()
-    return "" if piece == "." else piece
+    """Drop ``<BEGIN>`` markers and the stray "." that starts some pieces after a placeholder."""
+    return _LEADING_DOT.sub("", piece.replace("<BEGIN>", "").strip())
 
 
 def fill(text: str, images: list[ImageRef]) -> tuple[Interleaved, int]:

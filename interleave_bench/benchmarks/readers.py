@@ -30,7 +30,11 @@ def read_json_array(path: Path) -> list[Any]:
     try:
         value = json.loads(text)
     except json.JSONDecodeError as e:
-        what = "truncated JSON" if e.pos >= len(text.rstrip()) else "invalid JSON"
+        stripped = text.rstrip()
+        truncated = e.pos >= len(stripped) or (
+            stripped.startswith("[") and not stripped.endswith("]")
+        )
+        what = "truncated JSON (the file ends early)" if truncated else "invalid JSON"
         raise DataError(f"{path}: {what} at line {e.lineno} column {e.colno}: {e.msg}") from None
     except RecursionError:
         raise DataError(f"{path}: JSON nested too deeply") from None

@@ -1,0 +1,28 @@
+"""Shared fixtures: an isolated cache per test, offline hub, and copies of the bundled mini sets."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from interleave_bench.benchmarks.base import MINISET_DIR
+
+
+@pytest.fixture(autouse=True)
+def _isolated(tmp_path_factory, monkeypatch):
+    monkeypatch.setenv("IBENCH_HOME", str(tmp_path_factory.mktemp("ibench_home")))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+
+
+@pytest.fixture
+def copy_miniset(tmp_path):
+    """Copy a bundled mini set into a writable folder the test may damage."""
+
+    def _copy(name: str) -> Path:
+        dest = tmp_path / name
+        shutil.copytree(MINISET_DIR / name, dest)
+        return dest
+
+    return _copy
