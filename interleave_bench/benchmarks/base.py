@@ -292,13 +292,16 @@ class Benchmark:
         return base, problems
 
     def _provenance(self, root: Path, bundled: bool, data_file: Path) -> tuple[str, str]:
-        marker = root / SOURCE_FILE
-        if marker.is_file():
-            try:
-                meta = json.loads(marker.read_text())
-                return str(meta["source"]), str(meta["revision"])
-            except (OSError, ValueError, KeyError, TypeError):
-                pass
+        # the marker sits where the download or archive landed: the root, or just above it when
+        # ``locate`` stepped into a sub-folder (OpenING's ``OpenING-benchmark/``)
+        for marker in (root / SOURCE_FILE, root.parent / SOURCE_FILE):
+            if marker.is_file():
+                try:
+                    meta = json.loads(marker.read_text())
+                    if meta.get("benchmark", self.name) == self.name:
+                        return str(meta["source"]), str(meta["revision"])
+                except (OSError, ValueError, KeyError, TypeError):
+                    pass
         digest = hashlib.sha256(data_file.read_bytes()).hexdigest()
         return ("bundled mini set" if bundled else "local folder"), f"sha256:{digest}"
 
@@ -312,7 +315,7 @@ class Benchmark:
         if self.hub is None:
             raise DataError(f"{self.title} is not on the Hugging Face Hub; see its data card")
         dest = Path(to) if to is not None else cache_home() / "data" / self.name
-        download_snapshot(self.hub, dest, revision)
+        download_snapshot(self.hub, dest, revision, benchmark=self.name)
         root = self.locate(dest)
         self._extract(root, bundled=False)
         return dest

@@ -17,7 +17,9 @@ if TYPE_CHECKING:
     from .base import HubSpec
 
 
-def download_snapshot(spec: HubSpec, dest: Path, revision: str | None = None) -> str:
+def download_snapshot(
+    spec: HubSpec, dest: Path, revision: str | None = None, *, benchmark: str = ""
+) -> str:
     """Download the files of ``spec`` into ``dest``; return the commit hash it was pinned to."""
     from huggingface_hub import HfApi, snapshot_download
     from huggingface_hub import errors as hf_errors

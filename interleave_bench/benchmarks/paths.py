@@ -30,19 +30,19 @@ class DataRoot:
     archives); all of them must stay inside ``allowed`` roots."""
 
     def __init__(self, bases: list[Path], allowed: list[Path] | None = None) -> None:
-        self.bases = [Path(os.path.realpath(b)) for b in bases]
-        self.allowed = [Path(os.path.realpath(a)) for a in (allowed or bases)]
+        self.bases = [os.path.realpath(b) for b in bases]
+        self.allowed = [os.path.realpath(a) for a in (allowed or bases)]
         self._listing: dict[tuple[int, str], tuple[dict[str, int], dict[str, str]] | None] = {}
 
     def _inside(self, real: str) -> bool:
-        return any(real == str(a) or real.startswith(str(a) + os.sep) for a in self.allowed)
+        return any(real == a or real.startswith(a + os.sep) for a in self.allowed)
 
     def _list(self, base_i: int, rel_dir: str) -> tuple[dict[str, int], dict[str, str]] | None:
         key = (base_i, rel_dir)
         if key in self._listing:
             return self._listing[key]
         listing: tuple[dict[str, int], dict[str, str]] | None = None
-        full = os.path.join(self.bases[base_i], rel_dir) if rel_dir else str(self.bases[base_i])
+        full = os.path.join(self.bases[base_i], rel_dir) if rel_dir else self.bases[base_i]
         if self._inside(os.path.realpath(full)):
             try:
                 names: dict[str, int] = {}
