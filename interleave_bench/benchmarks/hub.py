@@ -35,12 +35,15 @@ def download_snapshot(
             "folder with --path instead"
         )
     try:
-        commit = HfApi().repo_info(spec.repo_id, repo_type=spec.repo_type, revision=revision).sha
+        endpoint = os.environ.get("HF_ENDPOINT") or None  # read now, not at import time
+        api = HfApi(endpoint=endpoint)
+        commit = api.repo_info(spec.repo_id, repo_type=spec.repo_type, revision=revision).sha
         snapshot_download(
             spec.repo_id,
             repo_type=spec.repo_type,
             revision=commit,
             local_dir=dest,
+            endpoint=endpoint,
             allow_patterns=list(spec.allow_patterns),
         )
     except hf_errors.GatedRepoError:
