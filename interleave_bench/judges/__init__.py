@@ -1,0 +1,1 @@
+"""Judges: an OpenAI-compatible async client, a SQLite judgment cache, and an in-process backend."""

@@ -1,0 +1,1 @@
+"""Scorers: one interface (``score(samples, predictions) -> judgments``) for evaluation and rewards."""

@@ -1,0 +1,80 @@
+"""The one scorer interface shared by evaluation and RL rewards.
+
+A scorer turns aligned ``(Sample, Prediction)`` pairs into ``Judgment``s with one batched,
+async-capable call. Failures are judgments with ``status`` invalid/error and a reason, never a score.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from abc import ABC, abstractmethod
+from collections.abc import Coroutine, Sequence
+from typing import Any, TypeVar
+
+from ..types import Judgment, Prediction, Sample
+
+T = TypeVar("T")
+
+
+def run_sync(coro: Coroutine[Any, Any, T]) -> T:
+    """Run a coroutine from sync code, also when an event loop is already running (notebooks,
+    async trainers): then it runs on a helper thread with its own loop."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coro)
+    box: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            box["value"] = asyncio.run(coro)
+        except BaseException as e:  # re-raised in the caller's thread
+            box["error"] = e
+
+    t = threading.Thread(target=target)
+    t.start()
+    t.join()
+    if "error" in box:
+        raise box["error"]
+    return box["value"]
+
+
+def check_aligned(samples: Sequence[Sample], predictions: Sequence[Prediction]) -> None:
+    if len(samples) != len(predictions):
+        raise ValueError(f"{len(samples)} samples but {len(predictions)} predictions")
+    for s, p in zip(samples, predictions, strict=True):
+        if s.id != p.sample_id:
+            raise ValueError(f"prediction for {p.sample_id!r} is aligned with sample {s.id!r}")
+
+
+class Scorer(ABC):
+    """Subclasses implement ``ascore``; ``score`` is the sync wrapper."""
+
+    name: str = "scorer"
+    protocol_version: str = "1"
+    #: True when the scores can sit next to the benchmark's published numbers
+    comparable: bool = False
+
+    @abstractmethod
+    async def ascore(self, samples: Sequence[Sample], predictions: Sequence[Prediction]
+                     ) -> list[Judgment]:
+        """Judge each prediction against its sample (same order, same length)."""
+
+    def score(self, samples: Sequence[Sample], predictions: Sequence[Prediction]
+              ) -> list[Judgment]:
+        return run_sync(self.ascore(samples, predictions))
+
+    # helpers for subclasses ------------------------------------------------------------------
+    def ok(self, sample_id: str, overall: float, scores: dict[str, float | None] | None = None,
+           **extra: Any) -> Judgment:
+        return Judgment(sample_id, self.name, self.protocol_version, "ok",
+                        scores=scores or {}, overall=overall, **extra)
+
+    def invalid(self, sample_id: str, reason: str, **extra: Any) -> Judgment:
+        return Judgment(sample_id, self.name, self.protocol_version, "invalid", reason=reason,
+                        **extra)
+
+    def error(self, sample_id: str, reason: str, **extra: Any) -> Judgment:
+        return Judgment(sample_id, self.name, self.protocol_version, "error", reason=reason,
+                        **extra)
