@@ -396,41 +396,50 @@ class Judgment:
 
 @dataclass(frozen=True, slots=True)
 class Result:
-    """An aggregate over judgments: overall and per-category scores plus what was excluded and why."""
+    """An aggregate over judgments: the overall score, per-category ``{mean, n}``, how many
+    judgments were valid, invalid or errors and why, and whether it may sit beside published
+    numbers (``comparable``)."""
 
     benchmark: str
     scorer: str
-    protocol_version: str
+    protocol: str
     overall: float | None
-    by_category: dict[str, float | None] = field(default_factory=dict)
+    judge: str | None = None
+    by_category: dict[str, dict[str, Any]] = field(default_factory=dict)
     counts: dict[str, int] = field(default_factory=dict)
-    excluded: dict[str, int] = field(default_factory=dict)
+    invalid_reasons: dict[str, int] = field(default_factory=dict)
     scale: str = ""
     comparable: bool = False
     intervals: dict[str, list[float]] = field(default_factory=dict)
+    overall_percent: float | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        d = {
             "schema_version": SCHEMA_VERSION,
             "benchmark": self.benchmark,
             "scorer": self.scorer,
-            "protocol_version": self.protocol_version,
+            "protocol": self.protocol,
+            "judge": self.judge,
+            "comparable": self.comparable,
             "overall": self.overall,
             "by_category": self.by_category,
             "counts": self.counts,
-            "excluded": self.excluded,
+            "invalid_reasons": self.invalid_reasons,
             "scale": self.scale,
-            "comparable": self.comparable,
             "intervals": self.intervals,
             "metadata": self.metadata,
         }
+        if self.overall_percent is not None:
+            d["overall_percent"] = self.overall_percent
+        return d
 
     @classmethod
     def from_dict(cls, d: Any, where: str = "") -> Result:
         d = _check_mapping(d, where)
         _check_version(d, where)
         overall = _get(d, "overall", (int, float), where, required=False)
+        percent = _get(d, "overall_percent", (int, float), where, required=False)
         intervals = _get(d, "intervals", dict, where, required=False, default={})
         for k, v in intervals.items():
             if not (
@@ -439,25 +448,30 @@ class Result:
                 and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in v)
             ):
                 raise SchemaError(f"{_join(where, 'intervals')}.{k}", "expected [low, high]")
+        cats = _get(d, "by_category", dict, where, required=False, default={})
+        for k, v in cats.items():
+            w = f"{_join(where, 'by_category')}.{k}"
+            v = _check_mapping(v, w)
+            _get(v, "mean", (int, float), w, required=False)
+            _get(v, "n", int, w)
         return cls(
             benchmark=_get(d, "benchmark", str, where),
             scorer=_get(d, "scorer", str, where),
-            protocol_version=_get(d, "protocol_version", str, where),
+            protocol=_get(d, "protocol", str, where),
+            judge=_get(d, "judge", str, where, required=False),
             overall=None if overall is None else float(overall),
-            by_category=_number_map(
-                _get(d, "by_category", dict, where, required=False, default={}),
-                _join(where, "by_category"),
-            ),
+            by_category={k: dict(v) for k, v in cats.items()},
             counts=_int_map(
                 _get(d, "counts", dict, where, required=False, default={}), _join(where, "counts")
             ),
-            excluded=_int_map(
-                _get(d, "excluded", dict, where, required=False, default={}),
-                _join(where, "excluded"),
+            invalid_reasons=_int_map(
+                _get(d, "invalid_reasons", dict, where, required=False, default={}),
+                _join(where, "invalid_reasons"),
             ),
             scale=_get(d, "scale", str, where, required=False, default=""),
             comparable=_get(d, "comparable", bool, where, required=False, default=False),
             intervals={k: [float(v[0]), float(v[1])] for k, v in intervals.items()},
+            overall_percent=None if percent is None else float(percent),
             metadata=dict(_get(d, "metadata", dict, where, required=False, default={})),
         )
 

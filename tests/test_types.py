@@ -67,12 +67,14 @@ def test_prediction_judgment_result_roundtrip():
         "mmie",
         "1",
         3.5,
-        by_category={"sa": 3.0},
-        counts={"ok": 2},
-        excluded={"no score": 1},
+        judge="MMIE-Score",
+        by_category={"sa": {"mean": 3.0, "n": 2}},
+        counts={"valid": 2},
+        invalid_reasons={"no score": 1},
         scale="0-6",
         comparable=True,
-        intervals={"overall": [3, 4]},
+        intervals={"overall": [3.0, 4.0]},
+        overall_percent=58.333,
     )
     assert roundtrip(r) == r
 
@@ -145,12 +147,23 @@ def test_failed_judgment_cannot_carry_a_score():
             {
                 "benchmark": "b",
                 "scorer": "s",
-                "protocol_version": "1",
+                "protocol": "1",
                 "overall": None,
                 "counts": {"ok": 1.5},
             },
             Result,
             "counts.ok",
+        ),
+        (
+            {
+                "benchmark": "b",
+                "scorer": "s",
+                "protocol": "1",
+                "overall": None,
+                "by_category": {"sa": {"mean": 1.0}},
+            },
+            Result,
+            "by_category.sa.n",
         ),
     ],
 )

@@ -1,0 +1,279 @@
+"""An async judge client for any OpenAI-compatible endpoint.
+
+What the existing harnesses get wrong and this gets right: many requests in flight (a concurrency
+limit, optional requests- and tokens-per-minute limits), retries only where a retry can help (429,
+5xx, timeouts, dropped connections) with exponential backoff, jitter and ``Retry-After``, sleeping
+*outside* the concurrency slot; other 4xx fail at once; an overall deadline; token usage and cost per
+call. The API key comes from an environment variable and is redacted from every message we produce.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import os
+import random
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from .request import JudgeReply, JudgeRequest, Part
+
+#: USD per million tokens (input, output); override with ``prices=`` or ``--price-table``
+DEFAULT_PRICES: dict[str, tuple[float, float]] = {
+    "gpt-4o": (2.50, 10.00),
+    "gpt-4o-2024-08-06": (2.50, 10.00),
+    "gpt-4o-2024-05-13": (5.00, 15.00),
+    "gpt-4o-mini": (0.15, 0.60),
+    "gpt-4.1": (2.00, 8.00),
+    "gpt-4.1-mini": (0.40, 1.60),
+}
+
+
+class JudgeUnavailable(RuntimeError):
+    """The preflight probe failed: wrong URL, model or key. Raised before a long run starts."""
+
+
+@dataclass
+class JudgeConfig:
+    model: str
+    base_url: str | None = None
+    api_key_env: str = "OPENAI_API_KEY"
+    concurrency: int = 16
+    requests_per_minute: float | None = None
+    tokens_per_minute: float | None = None
+    max_retries: int = 6
+    timeout: float = 120.0
+    deadline: float | None = None
+    backoff_base: float = 1.0
+    backoff_max: float = 60.0
+    prices: dict[str, tuple[float, float]] = field(default_factory=lambda: dict(DEFAULT_PRICES))
+
+
+class RateLimiter:
+    """Token buckets for requests and tokens per minute; waiting happens before a slot is taken."""
+
+    def __init__(self, rpm: float | None, tpm: float | None) -> None:
+        self.rpm, self.tpm = rpm, tpm
+        self._req = rpm or 0.0
+        self._tok = tpm or 0.0
+        self._last = time.monotonic()
+        self._lock = asyncio.Lock()
+
+    async def acquire(self, tokens: int) -> None:
+        if not self.rpm and not self.tpm:
+            return
+        async with self._lock:
+            while True:
+                now = time.monotonic()
+                dt, self._last = now - self._last, now
+                if self.rpm:
+                    self._req = min(self.rpm, self._req + dt * self.rpm / 60)
+                if self.tpm:
+                    self._tok = min(self.tpm, self._tok + dt * self.tpm / 60)
+                need_tok = min(tokens, self.tpm) if self.tpm else 0
+                waits = []
+                if self.rpm and self._req < 1:
+                    waits.append((1 - self._req) * 60 / self.rpm)
+                if self.tpm and self._tok < need_tok:
+                    waits.append((need_tok - self._tok) * 60 / self.tpm)
+                if not waits:
+                    if self.rpm:
+                        self._req -= 1
+                    if self.tpm:
+                        self._tok -= need_tok
+                    return
+                await asyncio.sleep(max(waits))
+
+
+def retry_after_seconds(headers: Any) -> float | None:
+    """Seconds from ``retry-after-ms`` or ``Retry-After`` (seconds or an HTTP date), if present."""
+    if headers is None:
+        return None
+    ms = headers.get("retry-after-ms")
+    if ms:
+        try:
+            return max(0.0, float(ms) / 1000)
+        except ValueError:
+            pass
+    value = headers.get("retry-after")
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        when = email.utils.parsedate_to_datetime(value) if value else None
+        return None if when is None else max(0.0, when.timestamp() - time.time())
+
+
+class OpenAIJudge:
+    """A JudgeBackend over ``openai.AsyncOpenAI`` (its own retries off: ours are the policy)."""
+
+    def __init__(self, config: JudgeConfig) -> None:
+        import openai
+
+        self.config = config
+        self.model = config.model
+        self._key = os.environ.get(config.api_key_env) or ""
+        self._openai = openai
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._client: Any = None
+        self._slots: asyncio.Semaphore | None = None
+        self._limiter: RateLimiter | None = None
+        self._seed_ok = True
+        self._started = time.monotonic()
+
+    # ------------------------------------------------------------------------------ helpers
+    def redact(self, text: str) -> str:
+        return text.replace(self._key, "***") if self._key and len(self._key) >= 4 else text
+
+    def cost(self, usage: dict[str, int]) -> float:
+        price = self.config.prices.get(self.model)
+        if price is None:
+            return 0.0
+        return (
+            usage.get("prompt_tokens", 0) * price[0] + usage.get("completion_tokens", 0) * price[1]
+        ) / 1e6
+
+    def _remaining(self) -> float | None:
+        if self.config.deadline is None:
+            return None
+        return self.config.deadline - (time.monotonic() - self._started)
+
+    def _ensure_loop_state(self) -> None:
+        """HTTP pools and semaphores belong to one event loop: make them for the running one."""
+        loop = asyncio.get_running_loop()
+        if self._loop is not loop:
+            self._loop = loop
+            self._client = self._openai.AsyncOpenAI(
+                base_url=self.config.base_url,
+                api_key=self._key or "EMPTY",
+                max_retries=0,
+                timeout=self.config.timeout,
+            )
+            self._slots = asyncio.Semaphore(self.config.concurrency)
+            self._limiter = RateLimiter(
+                self.config.requests_per_minute, self.config.tokens_per_minute
+            )
+
+    def _kwargs(self, request: JudgeRequest) -> dict[str, Any]:
+        kw: dict[str, Any] = {
+            "model": self.model,
+            "messages": request.messages(),
+            "max_tokens": request.max_tokens,
+            "temperature": request.temperature,
+        }
+        if request.seed is not None and self._seed_ok:
+            kw["seed"] = request.seed
+        if request.json_mode:
+            kw["response_format"] = {"type": "json_object"}
+        return kw
+
+    # ------------------------------------------------------------------------------ calls
+    async def complete(self, request: JudgeRequest) -> JudgeReply:
+        self._ensure_loop_state()
+        assert self._slots is not None and self._limiter is not None
+        oa = self._openai
+        t0 = time.monotonic()
+        attempts = 0
+        last_error = "no attempt made"
+        while True:
+            remaining = self._remaining()
+            if remaining is not None and remaining <= 0:
+                return JudgeReply(
+                    "error",
+                    error=f"deadline exceeded after {attempts} attempt(s); "
+                    f"last error: {last_error}",
+                    attempts=attempts,
+                    seconds=time.monotonic() - t0,
+                )
+            await self._limiter.acquire(request.approx_tokens())
+            attempts += 1
+            wait: float | None = None
+            try:
+                async with self._slots:
+                    timeout = self.config.timeout
+                    if remaining is not None:
+                        timeout = max(0.1, min(timeout, remaining))
+                    resp = await self._client.chat.completions.create(
+                        **self._kwargs(request), timeout=timeout
+                    )
+            except oa.RateLimitError as e:
+                last_error = "429 rate limited"
+                wait = retry_after_seconds(getattr(e.response, "headers", None))
+            except oa.APITimeoutError:
+                last_error = "timeout"
+            except oa.APIConnectionError as e:
+                last_error = f"connection error ({type(e.__cause__ or e).__name__})"
+            except oa.APIStatusError as e:
+                status = e.status_code
+                if status >= 500 or status in (408, 409):
+                    last_error = f"{status} server error"
+                    wait = retry_after_seconds(getattr(e.response, "headers", None))
+                elif status == 400 and "seed" in str(e).lower() and self._seed_ok:
+                    self._seed_ok = False  # the endpoint rejects `seed`: go on without it
+                    attempts -= 1
+                    continue
+                else:
+                    return JudgeReply(
+                        "error",
+                        error=self.redact(f"{status}: {e.message}"),
+                        attempts=attempts,
+                        seconds=time.monotonic() - t0,
+                    )
+            else:
+                return self._reply(resp, attempts, time.monotonic() - t0)
+            if attempts > self.config.max_retries:
+                return JudgeReply(
+                    "error",
+                    error=self.redact(
+                        f"gave up after {attempts} attempts; last error: {last_error}"
+                    ),
+                    attempts=attempts,
+                    seconds=time.monotonic() - t0,
+                )
+            if wait is None:
+                wait = min(
+                    self.config.backoff_max, self.config.backoff_base * 2 ** (attempts - 1)
+                ) * random.uniform(0.5, 1.0)
+            if (remaining := self._remaining()) is not None:
+                wait = min(wait, max(0.0, remaining))
+            await asyncio.sleep(wait)
+
+    def _reply(self, resp: Any, attempts: int, seconds: float) -> JudgeReply:
+        usage: dict[str, int] = {}
+        if getattr(resp, "usage", None) is not None:
+            usage = {
+                "prompt_tokens": int(resp.usage.prompt_tokens or 0),
+                "completion_tokens": int(resp.usage.completion_tokens or 0),
+            }
+        choices = getattr(resp, "choices", None) or []
+        text = choices[0].message.content if choices else None
+        return JudgeReply(
+            "ok",
+            text=text or "",
+            usage=usage,
+            cost=self.cost(usage),
+            attempts=attempts,
+            seconds=seconds,
+        )
+
+    async def preflight(self) -> JudgeReply:
+        """One tiny request; raises JudgeUnavailable with the reason when it fails."""
+        probe = JudgeRequest((Part.of_text("Reply with the single word OK."),), max_tokens=5)
+        saved = self.config.max_retries
+        self.config.max_retries = min(saved, 2)
+        try:
+            reply = await self.complete(probe)
+        finally:
+            self.config.max_retries = saved
+        if reply.status != "ok":
+            raise JudgeUnavailable(
+                f"judge {self.model} at {self.config.base_url or 'OpenAI'} "
+                f"is not usable: {reply.error}"
+            )
+        return reply
+
+    async def aclose(self) -> None:
+        if self._client is not None:
+            await self._client.close()

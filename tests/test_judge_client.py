@@ -1,0 +1,178 @@
+"""The OpenAI-compatible client against a real HTTP server on 127.0.0.1 with injected faults."""
+
+import asyncio
+import time
+
+import pytest
+from fake_openai import FakeOpenAI, Reply
+
+from interleave_bench.judges.client import JudgeConfig, JudgeUnavailable, OpenAIJudge
+from interleave_bench.judges.request import JudgeRequest, Part
+
+REQ = JudgeRequest((Part.of_text("Rate this."),), max_tokens=16)
+
+
+def judge(server, **kw):
+    cfg = dict(
+        model="judge",
+        base_url=server.url,
+        backoff_base=0.01,
+        backoff_max=0.05,
+        max_retries=4,
+        timeout=5.0,
+    )
+    cfg.update(kw)
+    return OpenAIJudge(JudgeConfig(**cfg))
+
+
+def run(coro):
+    return asyncio.run(coro)
+
+
+def scripted(*replies):
+    queue = list(replies)
+
+    def script(body):
+        return queue.pop(0) if queue else Reply()
+
+    return script
+
+
+def test_ok_reply_usage_cost_and_sampling(monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-secret-0123456789")
+    with FakeOpenAI() as server:
+        j = judge(server, model="gpt-4o")
+        r = run(j.complete(REQ))
+    assert r.status == "ok" and r.text.endswith("4") and r.attempts == 1
+    assert r.usage == {"prompt_tokens": 100, "completion_tokens": 20}
+    assert r.cost == pytest.approx((100 * 2.5 + 20 * 10) / 1e6)
+    body = server.requests[0]
+    assert body["temperature"] == 0 and body["seed"] == 0 and body["max_tokens"] == 16
+    assert server.headers[0]["authorization"] == "Bearer sk-test-secret-0123456789"
+
+
+@pytest.mark.parametrize(
+    "fault",
+    [
+        Reply(status=429),
+        Reply(status=500),
+        Reply(status=503),
+        Reply(reset=True),
+        Reply(delay=1.5),
+    ],
+)
+def test_transient_faults_are_retried(fault):
+    with FakeOpenAI(scripted(fault, fault)) as server:
+        r = run(judge(server, timeout=1.0).complete(REQ))
+    assert r.status == "ok" and r.attempts == 3
+    assert len(server.requests) == 3
+
+
+def test_retry_after_is_honoured():
+    with FakeOpenAI(scripted(Reply(status=429, headers={"Retry-After": "1"}))) as server:
+        t0 = time.monotonic()
+        r = run(judge(server).complete(REQ))
+    assert r.status == "ok" and time.monotonic() - t0 >= 0.95
+
+
+def test_other_4xx_fail_at_once():
+    with FakeOpenAI(scripted(Reply(status=400), Reply(status=404))) as server:
+        j = judge(server)
+        a, b = run(j.complete(REQ)), run(j.complete(REQ))
+    assert a.status == "error" and a.attempts == 1 and a.error.startswith("400")
+    assert b.status == "error" and b.error.startswith("404")
+    assert len(server.requests) == 2
+
+
+def test_gives_up_after_max_retries_with_reason():
+    with FakeOpenAI(lambda body: Reply(status=500)) as server:
+        r = run(judge(server, max_retries=2).complete(REQ))
+    assert r.status == "error" and r.attempts == 3 and "500" in r.error
+    assert len(server.requests) == 3
+
+
+def test_overall_deadline():
+    with FakeOpenAI(lambda body: Reply(status=429, headers={"Retry-After": "30"})) as server:
+        t0 = time.monotonic()
+        r = run(judge(server, deadline=1.0, max_retries=100).complete(REQ))
+    assert r.status == "error" and "deadline" in r.error
+    assert time.monotonic() - t0 < 5
+
+
+def test_seed_rejected_is_dropped_once():
+    def script(body):
+        if "seed" in body:
+            return Reply(status=400, message="Unrecognized request argument supplied: seed")
+        return Reply()
+
+    with FakeOpenAI(script) as server:
+        j = judge(server)
+        first, second = run(j.complete(REQ)), run(j.complete(REQ))
+    assert first.status == "ok" and second.status == "ok"
+    assert ["seed" in body for body in server.requests] == [True, False, False]
+
+
+def test_empty_content_is_ok_transport():
+    with FakeOpenAI(scripted(Reply(content=None))) as server:
+        r = run(judge(server).complete(REQ))
+    assert r.status == "ok" and r.text == ""
+
+
+def test_concurrency_limit_is_respected():
+    active = {"now": 0, "peak": 0}
+    import threading
+
+    lock = threading.Lock()
+
+    def script(body):
+        with lock:
+            active["now"] += 1
+            active["peak"] = max(active["peak"], active["now"])
+        time.sleep(0.05)
+        with lock:
+            active["now"] -= 1
+        return Reply()
+
+    with FakeOpenAI(script) as server:
+        j = judge(server, concurrency=4)
+
+        async def many():
+            return await asyncio.gather(*(j.complete(REQ) for _ in range(20)))
+
+        replies = run(many())
+    assert all(r.status == "ok" for r in replies)
+    assert active["peak"] <= 4 and active["peak"] >= 2
+
+
+def test_requests_per_minute_limit():
+    with FakeOpenAI() as server:
+        j = judge(server, requests_per_minute=600)  # 10 per second, bucket starts full
+
+        async def many():
+            return await asyncio.gather(*(j.complete(REQ) for _ in range(615)))
+
+        t0 = time.monotonic()
+        run(many())
+    assert time.monotonic() - t0 >= 1.2  # 15 beyond the bucket at 10/s
+
+
+def test_preflight_raises_clearly():
+    with FakeOpenAI(lambda body: Reply(status=401)) as server:
+        with pytest.raises(JudgeUnavailable, match="401"):
+            run(judge(server).preflight())
+    with FakeOpenAI() as server:
+        assert run(judge(server).preflight()).status == "ok"
+
+
+def test_key_is_redacted_from_errors(monkeypatch):
+    monkeypatch.setenv("MY_JUDGE_KEY", "sk-very-secret-key-123456")
+
+    def script(body):
+        return Reply(status=400)
+
+    with FakeOpenAI(script) as server:
+        j = judge(server, api_key_env="MY_JUDGE_KEY")
+        assert j.redact("key=sk-very-secret-key-123456") == "key=***"
+        r = run(j.complete(REQ))
+    assert "sk-very-secret" not in (r.error or "")
+    assert server.headers[0]["authorization"].endswith("sk-very-secret-key-123456")
