@@ -157,9 +157,10 @@ def test_requests_per_minute_limit():
 
 
 def test_preflight_raises_clearly():
-    with FakeOpenAI(lambda body: Reply(status=401)) as server:
-        with pytest.raises(JudgeUnavailable, match="401"):
-            run(judge(server).preflight())
+    with FakeOpenAI(lambda body: Reply(status=401)) as server, pytest.raises(
+        JudgeUnavailable, match="401"
+    ):
+        run(judge(server).preflight())
     with FakeOpenAI() as server:
         assert run(judge(server).preflight()).status == "ok"
 
