@@ -57,24 +57,38 @@ class Scorer(ABC):
     comparable: bool = False
 
     @abstractmethod
-    async def ascore(self, samples: Sequence[Sample], predictions: Sequence[Prediction]
-                     ) -> list[Judgment]:
+    async def ascore(
+        self, samples: Sequence[Sample], predictions: Sequence[Prediction]
+    ) -> list[Judgment]:
         """Judge each prediction against its sample (same order, same length)."""
 
-    def score(self, samples: Sequence[Sample], predictions: Sequence[Prediction]
-              ) -> list[Judgment]:
+    def score(self, samples: Sequence[Sample], predictions: Sequence[Prediction]) -> list[Judgment]:
         return run_sync(self.ascore(samples, predictions))
 
     # helpers for subclasses ------------------------------------------------------------------
-    def ok(self, sample_id: str, overall: float, scores: dict[str, float | None] | None = None,
-           **extra: Any) -> Judgment:
-        return Judgment(sample_id, self.name, self.protocol_version, "ok",
-                        scores=scores or {}, overall=overall, **extra)
+    def ok(
+        self,
+        sample_id: str,
+        overall: float,
+        scores: dict[str, float | None] | None = None,
+        **extra: Any,
+    ) -> Judgment:
+        return Judgment(
+            sample_id,
+            self.name,
+            self.protocol_version,
+            "ok",
+            scores=scores or {},
+            overall=overall,
+            **extra,
+        )
 
     def invalid(self, sample_id: str, reason: str, **extra: Any) -> Judgment:
-        return Judgment(sample_id, self.name, self.protocol_version, "invalid", reason=reason,
-                        **extra)
+        return Judgment(
+            sample_id, self.name, self.protocol_version, "invalid", reason=reason, **extra
+        )
 
     def error(self, sample_id: str, reason: str, **extra: Any) -> Judgment:
-        return Judgment(sample_id, self.name, self.protocol_version, "error", reason=reason,
-                        **extra)
+        return Judgment(
+            sample_id, self.name, self.protocol_version, "error", reason=reason, **extra
+        )
