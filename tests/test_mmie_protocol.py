@@ -2,6 +2,7 @@
 
 import asyncio
 import base64
+from pathlib import Path
 
 import pytest
 from fake_openai import FakeOpenAI, Reply, image_urls, user_text
@@ -165,7 +166,7 @@ def test_prompt_bytes_on_the_wire(prompts, tmp_path):
     assert user_text(sa) == expected
     urls = image_urls(sa)
     assert len(urls) == 3 and all(u.startswith("data:image/jpeg;base64,") for u in urls)
-    first = open(samples[0].input.images[0].path, "rb").read()
+    first = Path(samples[0].input.images[0].path).read_bytes()
     assert base64.b64decode(urls[0].split(",", 1)[1]) == first
     msr = next(b for b in server.requests if "math" in user_text(b))
     assert user_text(msr).endswith(
