@@ -251,3 +251,69 @@ def data_download(
 
 def main() -> None:
     app()
+
+
+# --------------------------------------------------------------------------- aggregate
+
+
+@app.command("aggregate")
+def aggregate_cmd(
+    file: Annotated[Path, typer.Argument(help="A judgment file made by an official tool.")],
+    fmt: Annotated[
+        str, typer.Option("--format", help="opening-scores, opening-pairwise or mmie-feedback.")
+    ],
+    as_json: JsonOpt = False,
+) -> None:
+    """Recompute the official aggregate of a published judgment file."""
+    from .benchmarks import DataError
+    from .importers import FORMATS, aggregate_file
+
+    if fmt not in FORMATS:
+        raise fail(f"--format must be one of {', '.join(FORMATS)}", 2)
+    try:
+        value, imported = aggregate_file(file, fmt)
+    except DataError as e:
+        raise fail(str(e)) from None
+    for p in imported.problems[:20]:
+        err.print(f"problem: {p}", markup=False, highlight=False)
+    if len(imported.problems) > 20:
+        err.print(f"... and {len(imported.problems) - 20} more problems", markup=False)
+    if as_json:
+        print_json(value)
+        return
+    table = Table(title=f"{file.name} ({fmt})")
+    if fmt == "mmie-feedback":
+        table.add_column("category")
+        table.add_column("mean (0-6)", justify="right")
+        table.add_column("n", justify="right")
+        for name, entry in value["by_category"].items():
+            table.add_row(escape(name), str(entry["mean"]), str(entry["n"]))
+        table.add_row("overall", str(value["overall"]), str(value["counts"]["valid"]))
+        out.print(table)
+        out.print(
+            f"percent: {value.get('overall_percent')}   counts: {value['counts']}   "
+            f"invalid: {value['invalid_reasons']}",
+            markup=False,
+        )
+        return
+    columns = (
+        list(value)
+        if fmt == "opening-pairwise"
+        else sorted({c for row in value.values() for c in row}, key=lambda c: (c == "Overall", c))
+    )
+    table.add_column("model")
+    for c in columns:
+        table.add_column(c, justify="right")
+    models = (
+        sorted({m for col in value.values() for m in col})
+        if fmt == "opening-pairwise"
+        else list(value)
+    )
+    for m in models:
+        cells = (
+            [value[c].get(m) for c in columns]
+            if fmt == "opening-pairwise"
+            else [value[m].get(c) for c in columns]
+        )
+        table.add_row(escape(m), *("-" if v is None else f"{v:.4g}" for v in cells))
+    out.print(table)
