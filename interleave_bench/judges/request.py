@@ -101,7 +101,11 @@ class JudgeBackend(Protocol):
 
 def cache_key(judge_model: str, protocol: str, template_sha256: str, request: JudgeRequest) -> str:
     """SHA-256 over judge model, protocol, prompt-template hash and the exact request content."""
-    payload = {"judge": judge_model, "protocol": protocol, "template": template_sha256,
-               "request": request.fingerprint()}
+    payload = {
+        "judge": judge_model,
+        "protocol": protocol,
+        "template": template_sha256,
+        "request": request.fingerprint(),
+    }
     blob = json.dumps(payload, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()
