@@ -209,8 +209,12 @@ class Benchmark:
         bundled: bool = False,
         download: bool = True,
     ) -> BenchmarkData:
-        root = self.resolve_root(path, bundled=bundled, download=download)
-        data_file = self.data_file(root)
+        if path is not None and Path(path).is_file():  # a single data file: its folder is the root
+            data_file = Path(path)
+            root = data_file.parent
+        else:
+            root = self.resolve_root(path, bundled=bundled, download=download)
+            data_file = self.data_file(root)
         if not data_file.is_file():
             raise DataError(f"{data_file}: file not found (is {root} a {self.title} folder?)")
         extract_base, extract_problems = self._extract(root, bundled)

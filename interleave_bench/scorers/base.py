@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Coroutine, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
 from typing import Any, TypeVar
 
 from ..types import Judgment, Prediction, Sample
@@ -55,6 +55,8 @@ class Scorer(ABC):
     protocol_version: str = "1"
     #: True when the scores can sit next to the benchmark's published numbers
     comparable: bool = False
+    #: called with each judgment as soon as it exists (progress bars, append-as-you-go files)
+    on_judgment: Callable[[Judgment], None] | None = None
 
     @abstractmethod
     async def ascore(
@@ -66,6 +68,17 @@ class Scorer(ABC):
         return run_sync(self.ascore(samples, predictions))
 
     # helpers for subclasses ------------------------------------------------------------------
+    async def gather(self, jobs: Iterable[Awaitable[Judgment]]) -> list[Judgment]:
+        """Run judgment coroutines concurrently, in order, reporting each one as it finishes."""
+
+        async def report(job: Awaitable[Judgment]) -> Judgment:
+            judgment = await job
+            if self.on_judgment is not None:
+                self.on_judgment(judgment)
+            return judgment
+
+        return list(await asyncio.gather(*(report(j) for j in jobs)))
+
     def ok(
         self,
         sample_id: str,

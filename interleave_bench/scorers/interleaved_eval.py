@@ -9,7 +9,6 @@ AVG = the unweighted mean of the five aspect means, overall and per task.
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import Sequence
 from typing import Any
@@ -180,11 +179,7 @@ class InterleavedEvalScorer(Scorer):
         self, samples: Sequence[Sample], predictions: Sequence[Prediction]
     ) -> list[Judgment]:
         check_aligned(samples, predictions)
-        return list(
-            await asyncio.gather(
-                *(self._one(s, p) for s, p in zip(samples, predictions, strict=True))
-            )
-        )
+        return await self.gather(self._one(s, p) for s, p in zip(samples, predictions, strict=True))
 
     def aggregate(self, samples: Sequence[Sample], judgments: Sequence[Judgment]) -> Result:
         return aggregate_aspects(

@@ -12,7 +12,6 @@ user message (data URLs of the original bytes; the judge does its own tiling).
 
 from __future__ import annotations
 
-import asyncio
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -207,11 +206,7 @@ class MMIEScorer(Scorer):
         self, samples: Sequence[Sample], predictions: Sequence[Prediction]
     ) -> list[Judgment]:
         check_aligned(samples, predictions)
-        return list(
-            await asyncio.gather(
-                *(self._one(s, p) for s, p in zip(samples, predictions, strict=True))
-            )
-        )
+        return await self.gather(self._one(s, p) for s, p in zip(samples, predictions, strict=True))
 
     def aggregate(self, samples: Sequence[Sample], judgments: Sequence[Judgment]) -> Result:
         """Per-category means and the micro-averaged overall on 0-6 (3 decimals) and percent."""

@@ -4,7 +4,6 @@ random (the official script's coin flip is the one thing we deliberately do not 
 
 from __future__ import annotations
 
-import asyncio
 import json
 import re
 from collections import defaultdict
@@ -246,7 +245,7 @@ class OpenINGPairwiseScorer(_OpenINGJudge):
             jobs.append(self._pair(s, a, b, False))
             if self.swap:
                 jobs.append(self._pair(s, a, b, True))
-        return list(await asyncio.gather(*jobs))
+        return await self.gather(jobs)
 
     async def ascore(
         self, samples: Sequence[Sample], predictions: Sequence[Prediction]
@@ -295,11 +294,7 @@ class OpenINGScoreScorer(_OpenINGJudge):
         self, samples: Sequence[Sample], predictions: Sequence[Prediction]
     ) -> list[Judgment]:
         check_aligned(samples, predictions)
-        return list(
-            await asyncio.gather(
-                *(self._one(s, p) for s, p in zip(samples, predictions, strict=True))
-            )
-        )
+        return await self.gather(self._one(s, p) for s, p in zip(samples, predictions, strict=True))
 
     @staticmethod
     def summary(judgments: Iterable[Judgment]) -> dict[str, dict[str, float | None]]:
