@@ -317,3 +317,154 @@ def aggregate_cmd(
         )
         table.add_row(escape(m), *("-" if v is None else f"{v:.4g}" for v in cells))
     out.print(table)
+
+
+# --------------------------------------------------------------------------- score
+
+
+@app.command("score")
+def score_cmd(
+    bench: Annotated[str, typer.Option("--bench", help="mmie, interleavedbench, opening or isg.")],
+    predictions: Annotated[
+        Path,
+        typer.Option(
+            "--predictions",
+            help="MMIE JSON, predictions.jsonl, a run folder, or an OpenING <MODEL>_output/ folder.",
+        ),
+    ],
+    protocol: Annotated[
+        str,
+        typer.Option(
+            "--protocol",
+            help="mmie, interleaved_eval, opening_scores, structure, text_similarity, clip_score.",
+        ),
+    ],
+    protocol_file: Annotated[
+        Path | None, typer.Option("--protocol-file", help="Official prompt file you supply.")
+    ] = None,
+    allow_unofficial: Annotated[
+        bool,
+        typer.Option(
+            "--allow-unofficial",
+            help="Use prompts that fail the SHA-256 check (results marked not comparable).",
+        ),
+    ] = False,
+    judge_base_url: Annotated[
+        str | None, typer.Option("--judge-base-url", help="OpenAI-compatible endpoint.")
+    ] = None,
+    judge_model: Annotated[str | None, typer.Option("--judge-model")] = None,
+    judge_key_env: Annotated[
+        str, typer.Option("--judge-key-env", help="Environment variable holding the API key.")
+    ] = "OPENAI_API_KEY",
+    judge_local: Annotated[
+        Path | None,
+        typer.Option("--judge-local", help="Run a local VLM judge from this path instead."),
+    ] = None,
+    trust_remote_code: Annotated[bool, typer.Option("--trust-remote-code")] = False,
+    concurrency: Annotated[int, typer.Option("--concurrency", min=1)] = 16,
+    rpm: Annotated[float | None, typer.Option("--rpm", help="Requests-per-minute limit.")] = None,
+    tpm: Annotated[float | None, typer.Option("--tpm", help="Tokens-per-minute limit.")] = None,
+    max_retries: Annotated[int, typer.Option("--max-retries", min=0)] = 6,
+    deadline: Annotated[
+        float | None, typer.Option("--deadline", help="Seconds for all judge calls.")
+    ] = None,
+    price_table: Annotated[
+        Path | None,
+        typer.Option("--price-table", help='JSON {"model": [usd_in_per_1M, usd_out_per_1M]}.'),
+    ] = None,
+    data: Annotated[
+        Path | None, typer.Option("--data", help="Local copy of the benchmark.")
+    ] = None,
+    clip_model: Annotated[
+        Path | None, typer.Option("--clip-model", help="CLIP folder for clip_score.")
+    ] = None,
+    preflight: Annotated[bool, typer.Option("--preflight/--no-preflight")] = True,
+    out_dir: Annotated[
+        Path | None, typer.Option("--out", help="Output folder (default runs/score-<time>).")
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Score predictions made elsewhere with one protocol; reruns are served from the cache."""
+    import time as _time
+
+    from .benchmarks import DataError
+    from .judges.client import JudgeUnavailable
+    from .scorers.protocol_files import ProtocolError
+    from .scoring import PROTOCOLS, ScoreError, ScoreOptions, run_score
+
+    if protocol not in PROTOCOLS:
+        raise fail(f"--protocol must be one of {', '.join(PROTOCOLS)}", 2)
+    out_dir = out_dir or Path("runs") / _time.strftime("score-%Y%m%d-%H%M%S")
+    opts = ScoreOptions(
+        bench=bench,
+        predictions=predictions,
+        protocol=protocol,
+        out=out_dir,
+        data=data,
+        protocol_file=protocol_file,
+        allow_unofficial=allow_unofficial,
+        judge_model=judge_model,
+        judge_base_url=judge_base_url,
+        judge_key_env=judge_key_env,
+        judge_local=judge_local,
+        trust_remote_code=trust_remote_code,
+        concurrency=concurrency,
+        requests_per_minute=rpm,
+        tokens_per_minute=tpm,
+        max_retries=max_retries,
+        deadline=deadline,
+        price_table=price_table,
+        preflight=preflight,
+        clip_model=clip_model,
+    )
+    counts = {"invalid": 0, "error": 0}
+    with Progress(
+        TextColumn("judging"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        TextColumn("{task.description}"),
+        console=err,
+        disable=as_json,
+        transient=True,
+    ) as bar:
+        task = bar.add_task("", total=None)
+
+        def on_start(n: int) -> None:
+            bar.update(task, total=n)
+
+        def on_progress(j, engine) -> None:
+            if j.status != "ok":
+                counts[j.status] += 1
+            s = engine.stats if engine is not None else None
+            desc = (
+                f"cost ${s.cost:.4f}  cache hits {s.cache_hits}  " if s else ""
+            ) + f"invalid {counts['invalid']}  errors {counts['error']}"
+            bar.update(task, advance=1, description=desc)
+
+        try:
+            result, judgments, problems, engine = run_score(opts, on_progress, on_start)
+        except (DataError, ProtocolError, ScoreError, JudgeUnavailable) as e:
+            raise fail(str(e)) from None
+    for p in problems[:20]:
+        err.print(f"problem: {p}", markup=False, highlight=False)
+    if as_json:
+        print_json({**result.to_dict(), "out": str(out_dir)})
+        return
+    table = Table(title=f"{bench} / {protocol}  (judge: {result.judge or '-'})")
+    table.add_column("category")
+    table.add_column("mean", justify="right")
+    table.add_column("n", justify="right")
+    for name, entry in result.by_category.items():
+        table.add_row(escape(name), str(entry.get("mean")), str(entry.get("n")))
+    table.add_row("[bold]overall[/]", str(result.overall), str(result.counts.get("valid")))
+    out.print(table)
+    pct = f"  ({result.overall_percent}%)" if result.overall_percent is not None else ""
+    err.print(
+        f"overall {result.overall}{pct}   comparable: {result.comparable}   "
+        f"counts: {result.counts}   invalid: {result.invalid_reasons}",
+        markup=False,
+    )
+    if engine is not None:
+        err.print(f"judge: {engine.stats.to_dict()}", markup=False)
+    out.print(f"written to {out_dir}", markup=False)

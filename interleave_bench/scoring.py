@@ -1,0 +1,236 @@
+"""``ibench score``: score predictions made elsewhere with one protocol, into an output folder.
+
+The folder holds ``judgments.sqlite`` (the judge cache: a rerun sends no request),
+``judgments.jsonl`` (each judgment appended as it is produced), ``results.json`` and
+``manifest.json``. No API key is ever written: only the name of the variable that holds it.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from . import __version__
+from .aggregate import summarize
+from .benchmarks import DataError, Problem, load_benchmark
+from .judges.cache import JudgmentCache
+from .judges.client import JudgeConfig, OpenAIJudge
+from .judges.engine import JudgeEngine
+from .predictions import load_mmie_predictions, load_opening_outputs, load_prediction_records
+from .scorers.base import Scorer, run_sync
+from .types import Judgment, Prediction, Result, Sample
+
+JUDGE_PROTOCOLS = ("mmie", "interleaved_eval", "opening_scores")
+OFFLINE_PROTOCOLS = ("structure", "text_similarity", "clip_score")
+PROTOCOLS = JUDGE_PROTOCOLS + OFFLINE_PROTOCOLS
+
+
+class ScoreError(ValueError):
+    """A bad combination of options or inputs, reported before any judge call."""
+
+
+@dataclass
+class ScoreOptions:
+    bench: str
+    predictions: Path
+    protocol: str
+    out: Path
+    data: Path | None = None
+    protocol_file: Path | None = None
+    allow_unofficial: bool = False
+    judge_model: str | None = None
+    judge_base_url: str | None = None
+    judge_key_env: str = "OPENAI_API_KEY"
+    judge_local: Path | None = None
+    trust_remote_code: bool = False
+    concurrency: int = 16
+    requests_per_minute: float | None = None
+    tokens_per_minute: float | None = None
+    max_retries: int = 6
+    deadline: float | None = None
+    price_table: Path | None = None
+    preflight: bool = True
+    clip_model: Path | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def load_inputs(opts: ScoreOptions) -> tuple[list[Sample], list[Prediction], list[Problem], str]:
+    """Samples paired with predictions, whatever form the predictions come in."""
+    p = opts.predictions
+    bench = opts.bench.partition(":")[0]
+    if not p.exists():
+        raise DataError(f"{p}: no such file or folder")
+    if p.is_file() and p.suffix == ".json" and bench == "mmie":
+        samples, preds, problems = load_mmie_predictions(p)
+        return samples, preds, problems, f"sha256 of {p.name}"
+    data = load_benchmark(opts.bench, opts.data, download=opts.data is None)
+    if p.is_dir() and (p / "predictions.jsonl").is_file():
+        p = p / "predictions.jsonl"
+    if p.is_file() and p.suffix == ".jsonl":
+        samples, preds, problems = load_prediction_records(p, data)
+    elif p.is_dir() and bench == "opening":
+        samples, preds, problems = load_opening_outputs(p, data)
+    else:
+        raise ScoreError(
+            f"{p}: not a predictions file this command reads for {bench} (MMIE JSON, "
+            "a predictions.jsonl, or an OpenING <MODEL>_output/ folder)"
+        )
+    return samples, preds, problems, data.info.revision
+
+
+def build_scorer(opts: ScoreOptions, engine: JudgeEngine | None) -> Scorer:
+    from .scorers import protocol_files as pf
+
+    proto = opts.protocol
+    if proto == "mmie":
+        from .scorers.mmie import MMIEScorer
+
+        prompts = pf.load_mmie_prompts(opts.protocol_file, allow_unofficial=opts.allow_unofficial)
+        return MMIEScorer(engine, prompts)  # type: ignore[arg-type]
+    if proto == "interleaved_eval":
+        from .scorers.interleaved_eval import InterleavedEvalScorer
+
+        prompt = None
+        if opts.protocol_file is not None:
+            text = opts.protocol_file.read_text(encoding="utf-8")
+            prompt = pf.load_text_prompt("official", text, str(opts.protocol_file))
+        return InterleavedEvalScorer(engine, prompt)  # type: ignore[arg-type]
+    if proto == "opening_scores":
+        from .scorers.opening import OpenINGScoreScorer
+
+        prompt = pf.load_opening_prompt(
+            "detailed_score_system", opts.protocol_file, allow_unofficial=opts.allow_unofficial
+        )
+        return OpenINGScoreScorer(engine, prompt)  # type: ignore[arg-type]
+    if proto == "structure":
+        from .scorers.structure import StructureScorer
+
+        return StructureScorer()
+    if proto == "text_similarity":
+        from .scorers.similarity import TextSimilarityScorer
+
+        return TextSimilarityScorer()
+    if proto == "clip_score":
+        from .scorers.similarity import ClipScoreScorer
+
+        return ClipScoreScorer(opts.clip_model)
+    raise ScoreError(f"unknown protocol {proto!r}; expected one of {', '.join(PROTOCOLS)}")
+
+
+def build_engine(opts: ScoreOptions) -> JudgeEngine | None:
+    if opts.protocol not in JUDGE_PROTOCOLS:
+        return None
+    cache = JudgmentCache(opts.out / "judgments.sqlite")
+    if opts.judge_local is not None:
+        from .judges.local import LocalJudge
+
+        backend: Any = LocalJudge(str(opts.judge_local), trust_remote_code=opts.trust_remote_code)
+        return JudgeEngine(backend, cache)
+    if not opts.judge_model:
+        raise ScoreError("--judge-model is required for a judge protocol (or --judge-local PATH)")
+    config = JudgeConfig(
+        model=opts.judge_model,
+        base_url=opts.judge_base_url,
+        api_key_env=opts.judge_key_env,
+        concurrency=opts.concurrency,
+        requests_per_minute=opts.requests_per_minute,
+        tokens_per_minute=opts.tokens_per_minute,
+        max_retries=opts.max_retries,
+        deadline=opts.deadline,
+    )
+    if opts.price_table is not None:
+        table = json.loads(opts.price_table.read_text())
+        config.prices.update({k: (float(v[0]), float(v[1])) for k, v in table.items()})
+    return JudgeEngine(OpenAIJudge(config), cache)
+
+
+def aggregate(
+    scorer: Scorer, samples: list[Sample], judgments: list[Judgment], engine: JudgeEngine | None
+) -> Result:
+    agg = getattr(scorer, "aggregate", None)
+    if agg is not None:
+        return agg(samples, judgments)
+    return summarize(
+        judgments,
+        {s.id: s.category for s in samples},
+        benchmark=samples[0].benchmark if samples else "",
+        scorer=scorer.name,
+        protocol=scorer.protocol_version,
+        judge=None if engine is None else engine.model,
+        scale="0-1",
+        comparable=False,
+    )
+
+
+def run_score(
+    opts: ScoreOptions,
+    on_progress: Callable[[Judgment, JudgeEngine | None], None] | None = None,
+    on_start: Callable[[int], None] | None = None,
+) -> tuple[Result, list[Judgment], list[Problem], JudgeEngine | None]:
+    opts.out.mkdir(parents=True, exist_ok=True)
+    samples, preds, problems, revision = load_inputs(opts)
+    engine = build_engine(opts)
+    scorer = build_scorer(opts, engine)
+    finished = (opts.out / "results.json").is_file()
+    if engine is not None and opts.preflight and not finished:
+        run_sync(engine.backend.preflight())
+    if on_start is not None:
+        on_start(len(samples))
+    reported: set[str] = set()
+    t0 = time.time()
+    with open(opts.out / "judgments.jsonl", "w", encoding="utf-8") as log:
+
+        def emit(j: Judgment) -> None:
+            log.write(json.dumps(j.to_dict(), ensure_ascii=False) + "\n")
+            log.flush()
+            reported.add(j.sample_id)
+            if on_progress is not None:
+                on_progress(j, engine)
+
+        scorer.on_judgment = emit
+        judgments = scorer.score(samples, preds)
+        for j in judgments:  # scorers that return a batch at once report here
+            if j.sample_id not in reported:
+                emit(j)
+    result = aggregate(scorer, samples, judgments, engine)
+    meta = {**result.metadata, "problems": len(problems), "seconds": round(time.time() - t0, 3)}
+    if engine is not None:
+        meta["judge_stats"] = engine.stats.to_dict()
+    result = Result(
+        **{**{k: getattr(result, k) for k in result.__dataclass_fields__}, "metadata": meta}
+    )
+    (opts.out / "results.json").write_text(json.dumps(result.to_dict(), indent=2) + "\n")
+    (opts.out / "manifest.json").write_text(
+        json.dumps(manifest(opts, revision, scorer), indent=2) + "\n"
+    )
+    return result, judgments, problems, engine
+
+
+def manifest(opts: ScoreOptions, revision: str, scorer: Scorer) -> dict[str, Any]:
+    prompts = getattr(scorer, "prompts", None) or getattr(scorer, "prompt", None)
+    return {
+        "interleave_bench": __version__,
+        "python": sys.version.split()[0],
+        "command": "score",
+        "argv": sys.argv[1:],
+        "bench": opts.bench,
+        "predictions": str(opts.predictions),
+        "dataset_revision": revision,
+        "protocol": opts.protocol,
+        "protocol_version": scorer.protocol_version,
+        "comparable": bool(scorer.comparable),
+        "prompt_source": getattr(prompts, "source", None),
+        "prompt_sha256": getattr(prompts, "hashes", None),
+        "judge": {
+            "model": opts.judge_model or (str(opts.judge_local) if opts.judge_local else None),
+            "base_url": opts.judge_base_url,
+            "api_key_env": opts.judge_key_env,
+            "temperature": 0.0,
+            "seed": 0,
+        },
+    }
