@@ -356,6 +356,13 @@ def score_cmd(
     judge_key_env: Annotated[
         str, typer.Option("--judge-key-env", help="Environment variable holding the API key.")
     ] = "OPENAI_API_KEY",
+    judge_transport: Annotated[
+        str,
+        typer.Option(
+            "--judge-transport",
+            help="sdk (openai.AsyncOpenAI) or aiohttp (lean POST, for fast local servers).",
+        ),
+    ] = "sdk",
     judge_local: Annotated[
         Path | None,
         typer.Option("--judge-local", help="Run a local VLM judge from this path instead."),
@@ -394,6 +401,8 @@ def score_cmd(
 
     if protocol not in PROTOCOLS:
         raise fail(f"--protocol must be one of {', '.join(PROTOCOLS)}", 2)
+    if judge_transport not in ("sdk", "aiohttp"):
+        raise fail("--judge-transport must be sdk or aiohttp", 2)
     out_dir = out_dir or Path("runs") / _time.strftime("score-%Y%m%d-%H%M%S")
     opts = ScoreOptions(
         bench=bench,
@@ -406,6 +415,7 @@ def score_cmd(
         judge_model=judge_model,
         judge_base_url=judge_base_url,
         judge_key_env=judge_key_env,
+        judge_transport=judge_transport,
         judge_local=judge_local,
         trust_remote_code=trust_remote_code,
         concurrency=concurrency,

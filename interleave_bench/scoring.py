@@ -46,6 +46,7 @@ class ScoreOptions:
     judge_model: str | None = None
     judge_base_url: str | None = None
     judge_key_env: str = "OPENAI_API_KEY"
+    judge_transport: str = "sdk"
     judge_local: Path | None = None
     trust_remote_code: bool = False
     concurrency: int = 16
@@ -142,6 +143,7 @@ def build_engine(opts: ScoreOptions) -> JudgeEngine | None:
         tokens_per_minute=opts.tokens_per_minute,
         max_retries=opts.max_retries,
         deadline=opts.deadline,
+        transport=opts.judge_transport,
     )
     if opts.price_table is not None:
         table = json.loads(opts.price_table.read_text())
@@ -230,6 +232,7 @@ def manifest(opts: ScoreOptions, revision: str, scorer: Scorer) -> dict[str, Any
             "model": opts.judge_model or (str(opts.judge_local) if opts.judge_local else None),
             "base_url": opts.judge_base_url,
             "api_key_env": opts.judge_key_env,
+            "transport": opts.judge_transport,
             "temperature": 0.0,
             "seed": 0,
         },

@@ -26,8 +26,12 @@ for i in range(n):
 
 def test_get_put_roundtrip_and_only_ok_cached(tmp_path):
     cache = JudgmentCache(tmp_path / "c.sqlite")
-    cache.put("a", JudgeReply("ok", text="### Score\n5", usage={"prompt_tokens": 3}, cost=0.1),
-              judge="j", protocol="p")
+    cache.put(
+        "a",
+        JudgeReply("ok", text="### Score\n5", usage={"prompt_tokens": 3}, cost=0.1),
+        judge="j",
+        protocol="p",
+    )
     cache.put("b", JudgeReply("error", error="500"), judge="j", protocol="p")
     hit = cache.get("a")
     assert hit.cached and hit.text == "### Score\n5" and hit.usage == {"prompt_tokens": 3}
@@ -45,8 +49,12 @@ def test_key_covers_model_protocol_template_content_and_sampling():
         cache_key("gpt-4o", "opening", "t1", r),
         cache_key("gpt-4o", "mmie", "t2", r),
         cache_key("gpt-4o", "mmie", "t1", JudgeRequest((Part.of_text("q!"),) + r.parts[1:])),
-        cache_key("gpt-4o", "mmie", "t1",
-                  JudgeRequest((r.parts[0], Part.of_image("data:image/png;base64,AAAB")))),
+        cache_key(
+            "gpt-4o",
+            "mmie",
+            "t1",
+            JudgeRequest((r.parts[0], Part.of_image("data:image/png;base64,AAAB"))),
+        ),
         cache_key("gpt-4o", "mmie", "t1", JudgeRequest(r.parts, temperature=0.7)),
         cache_key("gpt-4o", "mmie", "t1", JudgeRequest(r.parts, seed=1)),
     }
@@ -56,8 +64,10 @@ def test_key_covers_model_protocol_template_content_and_sampling():
 def test_several_writer_processes(tmp_path):
     path = tmp_path / "c.sqlite"
     JudgmentCache(path).close()
-    procs = [subprocess.Popen([sys.executable, "-c", WRITER, str(path), f"w{k}", "150"])
-             for k in range(3)]
+    procs = [
+        subprocess.Popen([sys.executable, "-c", WRITER, str(path), f"w{k}", "150"])
+        for k in range(3)
+    ]
     assert all(p.wait(timeout=120) == 0 for p in procs)
     cache = JudgmentCache(path)
     assert len(cache) == 450
@@ -66,8 +76,11 @@ def test_several_writer_processes(tmp_path):
 
 def test_kill_9_leaves_a_consistent_file(tmp_path):
     path = tmp_path / "c.sqlite"
-    proc = subprocess.Popen([sys.executable, "-c", WRITER, str(path), "k", "100000", "announce"],
-                            stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", WRITER, str(path), "k", "100000", "announce"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     assert proc.stdout.readline().strip() == "halfway"
     time.sleep(0.2)
     os.kill(proc.pid, signal.SIGKILL)

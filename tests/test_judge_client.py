@@ -10,10 +10,20 @@ from interleave_bench.judges.client import JudgeConfig, JudgeUnavailable, OpenAI
 from interleave_bench.judges.request import JudgeRequest, Part
 
 REQ = JudgeRequest((Part.of_text("Rate this."),), max_tokens=16)
+TRANSPORT = {"kind": "sdk"}
+
+
+@pytest.fixture(autouse=True, params=["sdk", "aiohttp"])
+def transport(request):
+    """Every behaviour below holds for both transports."""
+    TRANSPORT["kind"] = request.param
+    yield request.param
+    TRANSPORT["kind"] = "sdk"
 
 
 def judge(server, **kw):
     cfg = dict(
+        transport=TRANSPORT["kind"],
         model="judge",
         base_url=server.url,
         backoff_base=0.01,
@@ -157,8 +167,9 @@ def test_requests_per_minute_limit():
 
 
 def test_preflight_raises_clearly():
-    with FakeOpenAI(lambda body: Reply(status=401)) as server, pytest.raises(
-        JudgeUnavailable, match="401"
+    with (
+        FakeOpenAI(lambda body: Reply(status=401)) as server,
+        pytest.raises(JudgeUnavailable, match="401"),
     ):
         run(judge(server).preflight())
     with FakeOpenAI() as server:

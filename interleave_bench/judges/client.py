@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .request import JudgeReply, JudgeRequest, Part
+from .transport import Rejected, Transient, make_transport
 
 #: USD per million tokens (input, output); override with ``prices=`` or ``--price-table``
 DEFAULT_PRICES: dict[str, tuple[float, float]] = {
@@ -47,6 +48,7 @@ class JudgeConfig:
     deadline: float | None = None
     backoff_base: float = 1.0
     backoff_max: float = 60.0
+    transport: str = "sdk"
     prices: dict[str, tuple[float, float]] = field(default_factory=lambda: dict(DEFAULT_PRICES))
 
 
@@ -110,12 +112,9 @@ class OpenAIJudge:
     """A JudgeBackend over ``openai.AsyncOpenAI`` (its own retries off: ours are the policy)."""
 
     def __init__(self, config: JudgeConfig) -> None:
-        import openai
-
         self.config = config
         self.model = config.model
         self._key = os.environ.get(config.api_key_env) or ""
-        self._openai = openai
         self._loop: asyncio.AbstractEventLoop | None = None
         self._client: Any = None
         self._slots: asyncio.Semaphore | None = None
@@ -145,11 +144,8 @@ class OpenAIJudge:
         loop = asyncio.get_running_loop()
         if self._loop is not loop:
             self._loop = loop
-            self._client = self._openai.AsyncOpenAI(
-                base_url=self.config.base_url,
-                api_key=self._key or "EMPTY",
-                max_retries=0,
-                timeout=self.config.timeout,
+            self._client = make_transport(
+                self.config.transport, self.config.base_url, self._key, self.config.timeout
             )
             self._slots = asyncio.Semaphore(self.config.concurrency)
             self._limiter = RateLimiter(
@@ -173,7 +169,6 @@ class OpenAIJudge:
     async def complete(self, request: JudgeRequest) -> JudgeReply:
         self._ensure_loop_state()
         assert self._slots is not None and self._limiter is not None
-        oa = self._openai
         t0 = time.monotonic()
         attempts = 0
         last_error = "no attempt made"
@@ -195,32 +190,20 @@ class OpenAIJudge:
                     timeout = self.config.timeout
                     if remaining is not None:
                         timeout = max(0.1, min(timeout, remaining))
-                    resp = await self._client.chat.completions.create(
-                        **self._kwargs(request), timeout=timeout
-                    )
-            except oa.RateLimitError as e:
-                last_error = "429 rate limited"
-                wait = retry_after_seconds(getattr(e.response, "headers", None))
-            except oa.APITimeoutError:
-                last_error = "timeout"
-            except oa.APIConnectionError as e:
-                last_error = f"connection error ({type(e.__cause__ or e).__name__})"
-            except oa.APIStatusError as e:
-                status = e.status_code
-                if status >= 500 or status in (408, 409):
-                    last_error = f"{status} server error"
-                    wait = retry_after_seconds(getattr(e.response, "headers", None))
-                elif status == 400 and "seed" in str(e).lower() and self._seed_ok:
+                    resp = await self._client.post(self._kwargs(request), timeout)
+            except Transient as e:
+                last_error, wait = e.what, e.wait
+            except Rejected as e:
+                if e.status == 400 and "seed" in e.message.lower() and self._seed_ok:
                     self._seed_ok = False  # the endpoint rejects `seed`: go on without it
                     attempts -= 1
                     continue
-                else:
-                    return JudgeReply(
-                        "error",
-                        error=self.redact(f"{status}: {e.message}"),
-                        attempts=attempts,
-                        seconds=time.monotonic() - t0,
-                    )
+                return JudgeReply(
+                    "error",
+                    error=self.redact(str(e)),
+                    attempts=attempts,
+                    seconds=time.monotonic() - t0,
+                )
             else:
                 return self._reply(resp, attempts, time.monotonic() - t0)
             if attempts > self.config.max_retries:
@@ -241,17 +224,26 @@ class OpenAIJudge:
             await asyncio.sleep(wait)
 
     def _reply(self, resp: Any, attempts: int, seconds: float) -> JudgeReply:
-        usage: dict[str, int] = {}
-        if getattr(resp, "usage", None) is not None:
-            usage = {
-                "prompt_tokens": int(resp.usage.prompt_tokens or 0),
-                "completion_tokens": int(resp.usage.completion_tokens or 0),
-            }
-        choices = getattr(resp, "choices", None) or []
-        text = choices[0].message.content if choices else None
+        """Read the JSON body directly: the SDK's typed parsing costs more CPU than the call."""
+        if not isinstance(resp, dict):
+            return JudgeReply(
+                "error",
+                error="malformed response (not a JSON object)",
+                attempts=attempts,
+                seconds=seconds,
+            )
+        raw_usage = resp.get("usage") or {}
+        usage = {
+            k: int(raw_usage.get(k) or 0)
+            for k in ("prompt_tokens", "completion_tokens")
+            if isinstance(raw_usage, dict)
+        }
+        choices = resp.get("choices") or []
+        message = choices[0].get("message") if choices and isinstance(choices[0], dict) else None
+        text = message.get("content") if isinstance(message, dict) else None
         return JudgeReply(
             "ok",
-            text=text or "",
+            text=text if isinstance(text, str) else "",
             usage=usage,
             cost=self.cost(usage),
             attempts=attempts,
@@ -275,5 +267,7 @@ class OpenAIJudge:
         return reply
 
     async def aclose(self) -> None:
+        """Close the HTTP pool of the running loop (call it on the loop that used the judge)."""
         if self._client is not None:
-            await self._client.close()
+            client, self._client, self._loop = self._client, None, None
+            await client.aclose()

@@ -64,6 +64,11 @@ class JudgeEngine:
         self._notify(reply)
         return reply
 
+    async def aclose(self) -> None:
+        close = getattr(self.backend, "aclose", None)
+        if close is not None:
+            await close()
+
     def _notify(self, reply: JudgeReply) -> None:
         if self.on_reply is not None:
             self.on_reply(reply)

@@ -65,7 +65,21 @@ class Scorer(ABC):
         """Judge each prediction against its sample (same order, same length)."""
 
     def score(self, samples: Sequence[Sample], predictions: Sequence[Prediction]) -> list[Judgment]:
-        return run_sync(self.ascore(samples, predictions))
+        """Sync wrapper: runs ``ascore`` on its own event loop and closes connections after."""
+
+        async def run() -> list[Judgment]:
+            try:
+                return await self.ascore(samples, predictions)
+            finally:
+                await self.aclose()
+
+        return run_sync(run())
+
+    async def aclose(self) -> None:
+        """Release connections held for the running event loop (judge clients)."""
+        engine = getattr(self, "engine", None)
+        if engine is not None:
+            await engine.aclose()
 
     # helpers for subclasses ------------------------------------------------------------------
     async def gather(self, jobs: Iterable[Awaitable[Judgment]]) -> list[Judgment]:

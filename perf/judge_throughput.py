@@ -1,0 +1,216 @@
+"""Judge throughput: 2,000 judgments against an OpenAI-compatible server with 50 ms latency.
+
+Runs the test suite's scripted server in its own process on 127.0.0.1, then measures in one run:
+  1. ours: JudgeEngine (SQLite cache) + OpenAIJudge at concurrency 64, against the ideal time
+     N x latency / concurrency;
+  2. the same with 10% of replies answered 429 (with ``retry-after-ms: 50``), retried by our policy;
+  3. a rerun of (1) served from the cache: requests sent and seconds;
+  4. the official scorers' approach: a sequential loop (one request at a time).
+Targets (issue 3): (1) >= 85% of ideal, (2) >= 60%, (3) no request and < 2 s.
+
+    python perf/judge_throughput.py [--n 2000] [--latency 0.05] [--concurrency 64] [--seq-n 200]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from interleave_bench.judges.cache import JudgmentCache  # noqa: E402
+from interleave_bench.judges.client import JudgeConfig, OpenAIJudge  # noqa: E402
+from interleave_bench.judges.engine import JudgeEngine  # noqa: E402
+from interleave_bench.judges.request import JudgeRequest, Part  # noqa: E402
+
+SERVER = r"""
+import asyncio, json, random, sys
+from aiohttp import web
+latency, p429 = float(sys.argv[1]), float(sys.argv[2])
+rng = random.Random(0)
+REPLY = {"id": "c", "object": "chat.completion", "created": 0, "model": "judge",
+         "choices": [{"index": 0, "finish_reason": "stop",
+                      "message": {"role": "assistant", "content": "### Feedback\nok\n### Score\n4"}}],
+         "usage": {"prompt_tokens": 100, "completion_tokens": 20, "total_tokens": 120}}
+BODY = json.dumps(REPLY).encode()
+async def chat(request):
+    await request.read()
+    await asyncio.sleep(latency)
+    if rng.random() < p429:
+        return web.Response(status=429, body=b'{"error": {"message": "slow down"}}',
+                            headers={"retry-after-ms": "50"}, content_type="application/json")
+    return web.Response(body=BODY, content_type="application/json")
+async def models(request):
+    return web.json_response({"object": "list", "data": [{"id": "judge"}]})
+async def main():
+    app = web.Application()
+    app.add_routes([web.post("/v1/chat/completions", chat), web.get("/v1/models", models)])
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0, backlog=1024)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]
+    print(f"http://127.0.0.1:{port}/v1", flush=True)
+    await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
+asyncio.run(main())
+"""
+
+
+def start_server(latency: float, p429: float) -> tuple[subprocess.Popen, str]:
+    proc = subprocess.Popen(
+        [sys.executable, "-c", SERVER, str(latency), str(p429)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    url = proc.stdout.readline().strip()
+    return proc, url
+
+
+def requests(n: int, tag: str) -> list[JudgeRequest]:
+    return [
+        JudgeRequest((Part.of_text(f"{tag} item {i}: rate this answer."),), max_tokens=64)
+        for i in range(n)
+    ]
+
+
+async def run_batch(engine: JudgeEngine, reqs: list[JudgeRequest]) -> list:
+    try:
+        return await asyncio.gather(
+            *(engine.ask(r, protocol="perf", template_sha256="t") for r in reqs)
+        )
+    finally:
+        await engine.aclose()
+
+
+async def run_sequential(engine: JudgeEngine, reqs: list[JudgeRequest]) -> None:
+    try:
+        for r in reqs:
+            await engine.ask(r, protocol="perf", template_sha256="t")
+    finally:
+        await engine.aclose()
+
+
+def measure(
+    url: str,
+    reqs: list[JudgeRequest],
+    concurrency: int,
+    cache_path: Path | None,
+    sequential: bool = False,
+    transport: str = "sdk",
+) -> tuple[float, JudgeEngine]:
+    judge = OpenAIJudge(
+        JudgeConfig(
+            model="judge",
+            base_url=url,
+            concurrency=concurrency,
+            max_retries=20,
+            timeout=30,
+            transport=transport,
+        )
+    )
+    engine = JudgeEngine(judge, JudgmentCache(cache_path) if cache_path else None)
+    t0 = time.perf_counter()
+    if sequential:
+        asyncio.run(run_sequential(engine, reqs))
+    else:
+        replies = asyncio.run(run_batch(engine, reqs))
+        bad = [r for r in replies if r.status != "ok"]
+        if bad:
+            raise SystemExit(f"{len(bad)} failed replies, e.g. {bad[0].error}")
+    return time.perf_counter() - t0, engine
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--n", type=int, default=2000)
+    ap.add_argument("--latency", type=float, default=0.05)
+    ap.add_argument("--concurrency", type=int, default=64)
+    ap.add_argument(
+        "--seq-n",
+        type=int,
+        default=200,
+        help="requests in the sequential baseline (extrapolated to --n)",
+    )
+    args = ap.parse_args()
+    os.environ.setdefault("OPENAI_API_KEY", "perf-not-a-key")
+    ideal = args.n * args.latency / args.concurrency
+    tmp = Path(tempfile.mkdtemp())
+    results: dict[str, dict] = {}
+    for transport in ("sdk", "aiohttp"):
+        proc, url = start_server(args.latency, 0.0)
+        try:
+            urllib.request.urlopen(url + "/models", timeout=5).read()
+            cache = tmp / f"{transport}.sqlite"
+            measure(
+                url,
+                requests(args.concurrency * 2, "warm"),
+                args.concurrency,
+                None,
+                transport=transport,
+            )  # imports, first connections
+            ours, _ = measure(
+                url, requests(args.n, "a"), args.concurrency, cache, transport=transport
+            )
+            rerun, engine2 = measure(
+                url, requests(args.n, "a"), args.concurrency, cache, transport=transport
+            )
+            seq, _ = measure(
+                url, requests(args.seq_n, "s"), 1, None, sequential=True, transport=transport
+            )
+        finally:
+            proc.stdin.close()
+            proc.wait(timeout=10)
+        proc, url = start_server(args.latency, 0.10)
+        try:
+            busy, engine3 = measure(
+                url, requests(args.n, "b"), args.concurrency, None, transport=transport
+            )
+        finally:
+            proc.stdin.close()
+            proc.wait(timeout=10)
+        seq_full = seq / args.seq_n * args.n
+        results[transport] = {
+            "ours_s": round(ours, 3),
+            "fraction_of_ideal": round(ideal / ours, 3),
+            "with_10pct_429_s": round(busy, 3),
+            "with_10pct_429_fraction_of_ideal": round(ideal / busy, 3),
+            "with_10pct_429_attempts": engine3.stats.attempts,
+            "cached_rerun_s": round(rerun, 3),
+            "cached_rerun_requests": engine2.stats.calls,
+            "sequential_s_per_request": round(seq / args.seq_n, 4),
+            "sequential_s_for_n (extrapolated)": round(seq_full, 2),
+            "speedup_vs_sequential": round(seq_full / ours, 1),
+        }
+    report = {
+        "n": args.n,
+        "latency_s": args.latency,
+        "concurrency": args.concurrency,
+        "ideal_s": round(ideal, 3),
+        **results,
+    }
+    print(json.dumps(report, indent=2))
+    for transport, r in results.items():
+        ok = (
+            r["fraction_of_ideal"] >= 0.85
+            and r["with_10pct_429_fraction_of_ideal"] >= 0.60
+            and r["cached_rerun_requests"] == 0
+            and r["cached_rerun_s"] < 2
+        )
+        print(
+            f"{transport}: targets (>= 85% of ideal, >= 60% with 10% 429, cached rerun: "
+            f"0 requests, < 2 s): {'met' if ok else 'NOT met'}"
+        )
+
+
+if __name__ == "__main__":
+    main()
