@@ -123,7 +123,12 @@ def test_faults_are_retried_or_recorded_and_run_completes(tmp_path):
     out = tmp_path / "out"
     with FakeOpenAI(script) as server:
         code, result = cli_json(
-            *score_args(server, preds, prompts, out), "--max-retries", "2", "--no-preflight"
+            *score_args(server, preds, prompts, out),
+            "--max-retries",
+            "2",
+            "--no-preflight",
+            "--judge-transport",
+            "aiohttp",
         )
     assert code == 0
     assert result["counts"] == {"valid": 10, "invalid": 3, "error": 2, "total": 15}
