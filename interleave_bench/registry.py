@@ -71,3 +71,9 @@ benchmarks.register(
 )
 benchmarks.register("opening", "interleave_bench.benchmarks.opening:OpenING")
 benchmarks.register("isg", "interleave_bench.benchmarks.isg:ISGBench")
+
+scorers: Registry[Any] = Registry("scorer")
+# judge-based scorers need an engine and prompts: `interleave_bench.scoring.build_scorer` makes them
+scorers.register("structure", "interleave_bench.scorers.structure:StructureScorer")
+scorers.register("text_similarity", "interleave_bench.scorers.similarity:TextSimilarityScorer")
+scorers.register("clip_score", "interleave_bench.scorers.similarity:ClipScoreScorer")

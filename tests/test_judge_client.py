@@ -188,3 +188,18 @@ def test_key_is_redacted_from_errors(monkeypatch):
         r = run(j.complete(REQ))
     assert "sk-very-secret" not in (r.error or "")
     assert server.headers[0]["authorization"].endswith("sk-very-secret-key-123456")
+
+
+def test_tokens_per_minute_limit_waits_for_the_bucket():
+    from interleave_bench.judges.client import RateLimiter
+
+    async def go():
+        limiter = RateLimiter(None, tpm=600)  # 10 tokens per second, a bucket of 600
+        t0 = time.monotonic()
+        await limiter.acquire(600)  # drains the full bucket at once
+        first = time.monotonic() - t0
+        await limiter.acquire(10)  # must wait about one second for 10 more tokens
+        return first, time.monotonic() - t0
+
+    first, total = run(go())
+    assert first < 0.1 and 0.9 <= total <= 2.0
