@@ -1,0 +1,46 @@
+"""Turning ``--model PATH|HUB_ID [--model-type T]`` into an adapter, with clear errors."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from .base import ModelError, detect_family
+
+
+def resolve_model_path(model: str) -> Path:
+    """A local folder as is; otherwise a Hub id fetched into the Hugging Face cache."""
+    p = Path(model).expanduser()
+    if p.exists():
+        return p
+    if "/" not in model or model.startswith((".", "/")):
+        raise ModelError(f"{model}: no such folder (and not a Hub id like org/name)")
+    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
+        raise ModelError(f"{model}: not a local folder and HF_HUB_OFFLINE is set")
+    from huggingface_hub import snapshot_download
+
+    try:
+        return Path(snapshot_download(model))
+    except Exception as e:  # noqa: BLE001 - any Hub failure becomes one clear message
+        raise ModelError(
+            f"{model}: cannot download from the Hub ({type(e).__name__}: {e})"
+        ) from None
+
+
+def load_adapter(
+    model: str, model_type: str | None = None, *, device: str = "auto", dtype: str | None = None
+) -> Any:
+    if model_type == "replay":
+        from .replay import ReplayAdapter
+
+        return ReplayAdapter(model)
+    path = resolve_model_path(model)
+    family = detect_family(path, model_type)
+    if family == "janus":
+        from .janus import JanusAdapter
+
+        return JanusAdapter(str(path), device=device, dtype=dtype)
+    from .emu3 import Emu3Adapter
+
+    return Emu3Adapter(str(path), device=device, dtype=dtype)
