@@ -26,3 +26,19 @@ def copy_miniset(tmp_path):
         return dest
 
     return _copy
+
+
+@pytest.fixture(scope="session")
+def tiny_janus(tmp_path_factory):
+    """A tiny random Janus saved with save_pretrained, built once per test session."""
+    from interleave_bench.models.tiny_janus import build_tiny_janus
+
+    return build_tiny_janus(tmp_path_factory.mktemp("tiny_janus") / "model")
+
+
+@pytest.fixture(scope="session")
+def tiny_emu3(tmp_path_factory):
+    """A tiny random Emu3 saved with save_pretrained, built once per test session."""
+    from interleave_bench.models.tiny_emu3 import build_tiny_emu3
+
+    return build_tiny_emu3(tmp_path_factory.mktemp("tiny_emu3") / "model")

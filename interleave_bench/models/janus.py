@@ -1,0 +1,411 @@
+"""Janus / Janus-Pro: one interleaved decode loop shared by ``ibench eval`` and training rollouts.
+
+transformers' ``JanusForConditionalGeneration.generate`` makes either text or one image per call.
+Interleaved answers need a mode switch inside a single sequence, so ``decode_interleaved`` drives
+the language model step by step over one KV cache:
+
+* text mode: the LM head picks the next token (greedy at temperature 0, else temperature/top-p
+  sampling from a seeded ``torch.Generator``) until EOS or ``max_new_tokens`` text tokens;
+  ``<image_placeholder>``/``<end_of_image>`` are never sampled, and ``<begin_of_image>`` is
+  suppressed once ``max_images`` images exist;
+* image mode (after ``<begin_of_image>``): the generation head picks the image's VQ codes with
+  classifier-free guidance, ``uncond + cfg_scale * (cond - uncond)``. The conditional row is the
+  running sequence; the unconditional row is a fresh prefill of the same length in which every
+  token but BOS and ``<begin_of_image>`` is padding (Janus's own recipe). Each code is fed back
+  through the generation embeddings and aligner, the full grid is decoded to pixels by the VQ
+  model, ``<end_of_image>`` is appended, and text resumes with the image codes in context.
+
+Budget: ``max_new_tokens`` counts sampled text tokens; each image adds exactly the model's
+``num_image_tokens`` codes. ``settings.max_image_tokens`` and ``settings.image_size`` are ignored:
+Janus's VQ decoder only decodes its full native grid. ``settings.batch_size`` is ignored for now:
+prompts run one after another (each with its own generator seeded from ``settings.seed``, so an
+answer does not depend on its neighbours).
+
+Traces (``want_trace``): positions are every generated token; text tokens come from the LM
+vocabulary, image codes from the VQ codebook (``image_mask`` True). ``logprobs`` are under the
+distribution sampled from: constrained, temperature-scaled and restricted to the top-p nucleus
+(at temperature 0, the constrained distribution at temperature 1), CFG-guided for image codes.
+``cond_logprobs`` holds, for image codes, the log-prob under the conditional head alone (same
+temperature, no nucleus); for text tokens it repeats ``logprobs`` (there is no guidance there).
+The forced ``<end_of_image>`` has log-prob 0.0 and opens the next text segment.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ..media import ImageStore, load_ref
+from ..types import Interleaved, Segment
+from .base import DecodeTrace, GenerationOutput, GenerationSettings
+
+if TYPE_CHECKING:
+    import torch
+    from PIL import Image
+
+
+@dataclass(frozen=True)
+class JanusTokenIds:
+    """The structural token ids the loop needs, resolved once per model."""
+
+    bos: int | None
+    eos: frozenset[int]
+    pad: int
+    boi: int
+    eoi: int
+    placeholder: int
+
+
+@dataclass
+class DecodeResult:
+    """One answer as the loop produced it: text pieces and PIL images in order, plus the trace."""
+
+    parts: list[str | Image.Image]
+    image_codes: list[list[int]]
+    stop_reason: str  # "eos" | "length"
+    trace: DecodeTrace | None = None
+
+
+def janus_token_ids(model: Any, processor: Any) -> JanusTokenIds:
+    """Structural ids from the processor's image tokens and the model's generation config."""
+    tok = processor.tokenizer
+    gen = model.generation_config
+
+    def _id(token: str) -> int:
+        i = tok.convert_tokens_to_ids(token)
+        if i is None or i == tok.unk_token_id:
+            raise ValueError(f"the tokenizer has no {token!r} token")
+        return int(i)
+
+    eos = gen.eos_token_id if gen.eos_token_id is not None else tok.eos_token_id
+    eos_ids = frozenset(
+        int(e) for e in (eos if isinstance(eos, (list, tuple)) else [eos]) if e is not None
+    )
+    pad = next(
+        (int(p) for p in (gen.pad_token_id, tok.pad_token_id) if p is not None),
+        min(eos_ids) if eos_ids else 0,
+    )
+    bos = gen.bos_token_id if gen.bos_token_id is not None else tok.bos_token_id
+    return JanusTokenIds(
+        bos=None if bos is None else int(bos),
+        eos=eos_ids,
+        pad=pad,
+        boi=_id(processor.image_start_token),
+        eoi=_id(processor.image_end_token),
+        placeholder=int(model.config.image_token_id),
+    )
+
+
+def build_prompt_inputs(processor: Any, prompt: Interleaved, store: ImageStore | None) -> Any:
+    """Turn an ``Interleaved`` prompt into processor inputs (one row).
+
+    Uses the checkpoint's chat template when it has one (images as ``{"type": "image"}`` parts,
+    which the template renders as ``<image_placeholder>``); otherwise segments are joined by
+    newlines with one placeholder per image. The processor expands each placeholder into
+    ``<begin_of_image>`` + N placeholders + ``<end_of_image>`` and encodes the pixels.
+    """
+    images = [load_ref(seg.image, store).convert("RGB") for seg in prompt if seg.image is not None]
+    if getattr(processor, "chat_template", None):
+        content = [
+            {"type": "image"} if seg.is_image else {"type": "text", "text": seg.text}
+            for seg in prompt
+        ]
+        text = processor.apply_chat_template(
+            [{"role": "user", "content": content}], add_generation_prompt=True, tokenize=False
+        )
+    else:
+        text = "\n".join(processor.image_token if seg.is_image else seg.text for seg in prompt)
+    return processor(text=text, images=images or None, return_tensors="pt")
+
+
+def embed_generated(model: Any, token_ids: list[int], image_mask: list[bool]) -> torch.Tensor:
+    """Input embeddings of generated positions as the loop fed them (text ids through the token
+    embeddings, image codes through the generation embeddings and aligner), so a trainer can
+    rebuild a rollout's context in one forward pass. Shape ``(1, len(token_ids), hidden)``."""
+    import torch
+
+    device = model.device
+    ids = torch.tensor(token_ids, dtype=torch.long, device=device)
+    mask = torch.tensor(image_mask, dtype=torch.bool, device=device)
+    text = model.get_input_embeddings()(ids.masked_fill(mask, 0))
+    image = model.prepare_embeddings_for_image_generation(ids.masked_fill(~mask, 0)).to(text.dtype)
+    return torch.where(mask[:, None], image, text)[None]
+
+
+def _pick(
+    logits: torch.Tensor, temperature: float, top_p: float, generator: torch.Generator | None
+) -> tuple[int, float]:
+    """Choose a token from float32 ``(V,)`` logits; return it with its log-prob under the
+    distribution actually used (see the module docstring for greedy)."""
+    import torch
+
+    if temperature <= 0:
+        token = int(torch.argmax(logits))
+        return token, float(torch.log_softmax(logits, -1)[token])
+    scaled = logits / temperature
+    if top_p < 1.0:
+        sorted_logits, order = torch.sort(scaled, descending=True)
+        probs = torch.softmax(sorted_logits, -1)
+        drop = (torch.cumsum(probs, -1) - probs) >= top_p  # the first token is always kept
+        scaled = scaled.scatter(0, order[drop], float("-inf"))
+    logp = torch.log_softmax(scaled, -1)
+    token = int(torch.multinomial(logp.exp(), 1, generator=generator))
+    return token, float(logp[token])
+
+
+class _Lm:
+    """The language model behind Janus, stepped one input at a time over a KV cache."""
+
+    def __init__(self, model: Any) -> None:
+        self.model = model
+        self.lm = model.model.language_model
+        self.embed = model.get_input_embeddings()
+
+    def run(self, embeds: torch.Tensor, cache: Any) -> tuple[torch.Tensor, Any]:
+        out = self.lm(inputs_embeds=embeds, cache=cache, use_cache=True)
+        return out.last_hidden_state[:, -1], out.cache
+
+    def text(self, token: int, cache: Any) -> tuple[torch.Tensor, Any]:
+        import torch
+
+        ids = torch.tensor([[token]], dtype=torch.long, device=self.model.device)
+        return self.run(self.embed(ids), cache)
+
+    def code(self, code: int, cache: Any) -> tuple[torch.Tensor, Any]:
+        import torch
+
+        ids = torch.tensor([[code]], dtype=torch.long, device=self.model.device)
+        embeds = self.model.prepare_embeddings_for_image_generation(ids).to(self.embed.weight.dtype)
+        return self.run(embeds, cache)
+
+
+def decode_interleaved(
+    model: Any,
+    processor: Any,
+    prompt_inputs: Any,
+    settings: GenerationSettings,
+    *,
+    want_trace: bool = False,
+    generator: torch.Generator | None = None,
+) -> DecodeResult:
+    """Generate one interleaved answer for one prompt row (see the module docstring).
+
+    ``prompt_inputs`` is the processor output for a single prompt (``build_prompt_inputs``).
+    ``generator`` overrides the one seeded from ``settings.seed`` (rollouts drawing several
+    answers per prompt pass their own). No file is written: images come back as PIL images.
+    """
+    import torch
+
+    ids = janus_token_ids(model, processor)
+    device = model.device
+    input_ids = prompt_inputs["input_ids"].to(device)
+    if input_ids.shape[0] != 1:
+        raise ValueError(f"decode_interleaved takes one prompt row, got {input_ids.shape[0]}")
+    if generator is None and settings.temperature > 0:
+        generator = torch.Generator(device=device).manual_seed(settings.seed)
+    num_image_tokens = int(model.model.vision_model.config.num_image_tokens)
+    temperature, top_p, cfg = settings.temperature, settings.top_p, float(settings.cfg_scale)
+    cond_temp = temperature if temperature > 0 else 1.0
+    step = _Lm(model)
+
+    trace = DecodeTrace(cond_logprobs=[]) if want_trace else None
+
+    def record(token: int, logprob: float, is_image: bool, cond: float) -> None:
+        if trace is not None:
+            trace.token_ids.append(token)
+            trace.logprobs.append(logprob)
+            trace.image_mask.append(is_image)
+            trace.cond_logprobs.append(cond)  # type: ignore[union-attr]
+
+    def pos() -> int:
+        return len(trace.token_ids) if trace is not None else 0
+
+    with torch.no_grad():
+        pixel_values = prompt_inputs.get("pixel_values")
+        if pixel_values is not None:
+            pixel_values = pixel_values.to(device, dtype=step.embed.weight.dtype)
+        out = model.model(
+            input_ids=input_ids,
+            pixel_values=pixel_values,
+            use_cache=True,
+        )
+        hidden, cache = out.last_hidden_state[:, -1], out.cache
+        context = input_ids[0].tolist()  # the running sequence as text ids (codes -> padding)
+
+        parts: list[Any] = []
+        all_codes: list[list[int]] = []
+        run: list[int] = []  # text tokens of the current text run
+        seg_start, n_text, stop = 0, 0, "length"
+
+        def flush_text() -> None:
+            text = processor.tokenizer.decode(run, skip_special_tokens=True).strip()
+            if text:
+                parts.append(text)
+            run.clear()
+
+        while n_text < settings.max_new_tokens:
+            logits = model.lm_head(hidden)[0].float()
+            logits[[ids.placeholder, ids.eoi]] = float("-inf")
+            if len(all_codes) >= settings.max_images:
+                logits[ids.boi] = float("-inf")
+            token, logprob = _pick(logits, temperature, top_p, generator)
+            record(token, logprob, False, logprob)
+            n_text += 1
+            if token in ids.eos:
+                stop = "eos"
+                break
+            if token != ids.boi:
+                run.append(token)
+                context.append(token)
+                hidden, cache = step.text(token, cache)
+                continue
+
+            # ---- image mode
+            flush_text()
+            if trace is not None:
+                trace.segments.append(("text", seg_start, pos()))
+            context.append(ids.boi)
+            hidden, cache = step.text(ids.boi, cache)
+            u_hidden = u_cache = None
+            if cfg != 1.0:
+                keep = {ids.bos, ids.boi}
+                uncond = [t if t in keep else ids.pad for t in context]
+                u_ids = torch.tensor([uncond], dtype=torch.long, device=device)
+                u_hidden, u_cache = step.run(step.embed(u_ids), None)
+            codes: list[int] = []
+            img_start = pos()
+            for i in range(num_image_tokens):
+                cond_logits = model.model.generation_head(hidden)[0].float()
+                guided = cond_logits
+                if u_hidden is not None:
+                    u_logits = model.model.generation_head(u_hidden)[0].float()
+                    guided = u_logits + cfg * (cond_logits - u_logits)
+                code, logprob = _pick(guided, temperature, top_p, generator)
+                cond_lp = float(torch.log_softmax(cond_logits / cond_temp, -1)[code])
+                record(code, logprob, True, cond_lp)
+                codes.append(code)
+                hidden, cache = step.code(code, cache)
+                if u_hidden is not None and i + 1 < num_image_tokens:
+                    u_hidden, u_cache = step.code(code, u_cache)
+            if trace is not None:
+                trace.segments.append(("image", img_start, pos()))
+            all_codes.append(codes)
+            parts.append(decode_codes(model, processor, codes))
+            context.extend([ids.pad] * num_image_tokens + [ids.eoi])
+            seg_start = pos()
+            record(ids.eoi, 0.0, False, 0.0)
+            hidden, cache = step.text(ids.eoi, cache)
+
+        flush_text()
+        if trace is not None and pos() > seg_start:
+            trace.segments.append(("text", seg_start, pos()))
+    return DecodeResult(parts=parts, image_codes=all_codes, stop_reason=stop, trace=trace)
+
+
+def decode_codes(model: Any, processor: Any, codes: list[int]) -> Image.Image:
+    """VQ codes of one image -> a PIL image (``decode_image_tokens`` is channels-last; the
+    processor's post-processing wants channels-first)."""
+    import torch
+
+    with torch.no_grad():
+        grid = torch.tensor([codes], dtype=torch.long, device=model.device)
+        pixels = model.decode_image_tokens(grid).permute(0, 3, 1, 2).float().cpu()
+    out = processor.postprocess(list(pixels), return_tensors="PIL.Image.Image")
+    image = out["pixel_values"][0]
+    return image.convert("RGB")
+
+
+def _resolve_device(device: str) -> str:
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
+        raise ValueError(f"device must be 'auto', 'cpu' or 'cuda[:N]', got {device!r}")
+    return device
+
+
+def _resolve_dtype(dtype: str | None, device: str) -> torch.dtype:
+    import torch
+
+    if dtype is None:
+        return torch.bfloat16 if device.startswith("cuda") else torch.float32
+    resolved = getattr(torch, dtype, None)
+    if not isinstance(resolved, torch.dtype):
+        raise ValueError(f"unknown dtype {dtype!r} (try float32, bfloat16, float16)")
+    return resolved
+
+
+class JanusAdapter:
+    """``ModelAdapter`` for Janus/Janus-Pro checkpoints loaded with transformers.
+
+    ``dtype=None`` means bfloat16 on CUDA and float32 on CPU. Prompts are decoded one at a time;
+    a failure on one prompt becomes that prompt's ``error`` and the others still run.
+    """
+
+    family = "janus"
+
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        device: str = "auto",
+        dtype: str | None = None,
+        model_id: str | None = None,
+    ) -> None:
+        from transformers import JanusForConditionalGeneration, JanusProcessor
+
+        self.device = _resolve_device(device)
+        model = JanusForConditionalGeneration.from_pretrained(
+            str(path), dtype=_resolve_dtype(dtype, self.device)
+        )
+        self.model = model.to(self.device).eval()
+        self.processor = JanusProcessor.from_pretrained(str(path))
+        self.model_id = model_id or str(path)
+
+    @classmethod
+    def from_model(cls, model: Any, processor: Any, *, model_id: str) -> JanusAdapter:
+        """Wrap an already loaded model (e.g. the policy being trained) without reloading."""
+        self = cls.__new__(cls)
+        self.model, self.processor, self.model_id = model, processor, model_id
+        self.device = str(model.device)
+        return self
+
+    def generate(
+        self,
+        prompts: list[Interleaved],
+        settings: GenerationSettings,
+        store: ImageStore,
+        *,
+        return_trace: bool = False,
+    ) -> list[GenerationOutput]:
+        outputs = []
+        for prompt in prompts:
+            start = time.perf_counter()
+            try:
+                inputs = build_prompt_inputs(self.processor, prompt, store)
+                result = decode_interleaved(
+                    self.model, self.processor, inputs, settings, want_trace=return_trace
+                )
+                answer = Interleaved(
+                    Segment.of_text(p)
+                    if isinstance(p, str)
+                    else Segment.of_image(store.put_image(p))
+                    for p in result.parts
+                )
+                outputs.append(
+                    GenerationOutput(
+                        answer, seconds=time.perf_counter() - start, trace=result.trace
+                    )
+                )
+            except Exception as e:  # one bad prompt must not lose the batch
+                outputs.append(
+                    GenerationOutput(
+                        Interleaved(),
+                        error=f"{type(e).__name__}: {e}",
+                        seconds=time.perf_counter() - start,
+                    )
+                )
+        return outputs
