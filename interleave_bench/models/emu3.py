@@ -1,0 +1,520 @@
+"""Emu3 adapter: one constrained decode loop that writes text, images and text again in one pass.
+
+Emu3 draws with ordinary vocabulary tokens. An image in its token stream reads
+
+    <|image start|> "H*W" <|image token|> (W visual tokens, <|extra_200|>) x H <|extra_201|> <|image end|>
+
+where "H*W" is the latent grid size spelled as text, ``<|extra_200|>`` ends a row and
+``<|extra_201|>`` ends the frame. ``ImageGrammar`` is a state machine equivalent to a
+``prefix_allowed_tokens_fn`` over that layout: in text mode visual tokens and image-structure
+tokens are banned; once the model picks the image start the header, wrapper, row ends, frame end
+and image end are forced and every other position may only hold a visual token; then text resumes.
+``interleaved_decode`` runs it by masking logits in a manual KV-cached loop, so it can record
+the log-probs of the distribution it actually sampled; training rollouts reuse it as is.
+
+Log-prob conventions (``DecodeTrace``): each sampled token's log-prob is taken under the
+*constrained* distribution (banned tokens removed), scaled by the temperature when sampling
+(temperature 1 under greedy decoding) and before top-p truncation, the TRL convention. Forced
+tokens have exactly one allowed choice, so their log-prob is 0. Image tokens are sampled from the
+classifier-free-guided distribution when ``cfg_scale != 1``; then ``logprobs`` hold the guided
+values and ``cond_logprobs`` the conditional ones (identical outside image grids). The image span
+in ``image_mask``/``segments`` runs from the image start through the image end, inclusive; the
+image start itself is a free choice made in text mode, so its log-prob is not 0.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import math
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from ..media import ImageStore, load_ref
+from ..types import Interleaved, Segment
+from .base import DecodeTrace, GenerationOutput, GenerationSettings
+
+# grammar modes
+TEXT, HEADER, GRID, TAIL, DONE = "text", "header", "grid", "tail", "done"
+# what a position allows (``Step.kind``); IMAGE also names image spans in traces
+TEXT_NO_IMAGE, VISUAL, FORCED, IMAGE = "text_no_image", "visual", "forced", "image"
+
+
+@dataclass(frozen=True)
+class Emu3Vocab:
+    """The token ids the grammar needs, read from the processor's tokenizer and the model."""
+
+    boi: int
+    eoi: int
+    wrapper: int
+    eol: int
+    eof: int
+    eos: frozenset[int]
+    visual: tuple[int, ...]  # sorted ids of <|visual token NNNNNN|>
+    banned_in_text: tuple[int, ...]  # structure, placeholder, BOS and pad tokens
+    vocab_size: int  # logits width; ids past the tokenizer's length are banned in text too
+    tokenizer_size: int
+
+    @classmethod
+    def from_model(cls, model: Any, processor: Any) -> Emu3Vocab:
+        tok = processor.tokenizer
+        mapping = model.vocabulary_mapping
+
+        def tid(token: str | None) -> int | None:
+            return None if token is None else tok.convert_tokens_to_ids(token)
+
+        gen_eos = model.generation_config.eos_token_id
+        eos = {tok.eos_token_id} | set(gen_eos if isinstance(gen_eos, list) else [gen_eos])
+        eos.discard(None)
+        boi, eoi = tid(processor.image_start_token), tid(processor.image_end_token)
+        wrapper, eof = tid(processor.fake_token_around_image), tid(processor.eof_token)
+        eol = mapping.eol_token_id
+        others = [tid(processor.image_token), tok.bos_token_id, tok.pad_token_id]
+        banned = {i for i in [eoi, wrapper, eol, eof, *others] if i is not None} - eos
+        if None in (boi, eoi, wrapper, eol, eof):
+            raise ValueError("the tokenizer lacks Emu3's image structure tokens")
+        return cls(
+            boi=boi,
+            eoi=eoi,
+            wrapper=wrapper,
+            eol=eol,
+            eof=eof,
+            eos=frozenset(eos),
+            visual=tuple(mapping.image_tokens),
+            banned_in_text=tuple(sorted(banned)),
+            vocab_size=model.config.text_config.vocab_size,
+            tokenizer_size=len(tok),
+        )
+
+
+@dataclass
+class Step:
+    """What one position allows: ``forced`` (one token), or a mask ``kind``: ``text`` (image start
+    allowed), ``text_no_image`` or ``visual``."""
+
+    forced: int | None = None
+    kind: str = TEXT
+
+
+@dataclass
+class ImageGrammar:
+    """The interleaving state machine for one answer (see the module docstring).
+
+    ``allowed()`` says what the next position may hold, ``advance(token)`` moves on. The image
+    start is allowed in text mode only while fewer than ``max_images`` images were drawn and the
+    remaining budget holds a whole image span, so no image is ever cut off.
+    """
+
+    vocab: Emu3Vocab
+    rows: int
+    cols: int
+    header: tuple[int, ...]  # the "H*W" tokens
+    max_new_tokens: int
+    max_images: int
+    mode: str = TEXT
+    pos: int = 0  # tokens generated so far
+    images: int = 0
+    _i: int = 0  # index inside the current header / grid / tail
+    _masks: dict[tuple[str, torch.device], torch.Tensor] = field(default_factory=dict, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.max_new_tokens <= 0:
+            self.mode = DONE
+
+    @property
+    def span_len(self) -> int:
+        """Tokens of one image span, image start through image end."""
+        return 1 + len(self.header) + 1 + self.rows * (self.cols + 1) + 2
+
+    @property
+    def can_start_image(self) -> bool:
+        return self.images < self.max_images and self.max_new_tokens - self.pos >= self.span_len
+
+    def allowed(self) -> Step:
+        if self.mode == TEXT:
+            return Step(kind=TEXT if self.can_start_image else TEXT_NO_IMAGE)
+        if self.mode == HEADER:
+            return Step(forced=(*self.header, self.vocab.wrapper)[self._i], kind=FORCED)
+        if self.mode == GRID:
+            last_col = self._i % (self.cols + 1) == self.cols
+            return Step(forced=self.vocab.eol, kind=FORCED) if last_col else Step(kind=VISUAL)
+        if self.mode == TAIL:
+            return Step(forced=(self.vocab.eof, self.vocab.eoi)[self._i], kind=FORCED)
+        raise RuntimeError("the answer is complete")
+
+    def advance(self, token: int) -> None:
+        self.pos += 1
+        if self.mode == TEXT:
+            if token == self.vocab.boi:
+                self.mode, self._i = HEADER, 0
+            elif token in self.vocab.eos:
+                self.mode = DONE
+        elif self.mode == HEADER:
+            self._i += 1
+            if self._i == len(self.header) + 1:
+                self.mode, self._i = GRID, 0
+        elif self.mode == GRID:
+            self._i += 1
+            if self._i == self.rows * (self.cols + 1):
+                self.mode, self._i = TAIL, 0
+        elif self.mode == TAIL:
+            self._i += 1
+            if self._i == 2:
+                self.mode, self.images = TEXT, self.images + 1
+        if self.pos >= self.max_new_tokens:
+            self.mode = DONE
+
+    @property
+    def done(self) -> bool:
+        return self.mode == DONE
+
+    def replay(self, token_ids: list[int]) -> list[Step]:
+        """What each position of a finished answer allowed, for recomputing constrained
+        log-probs in a training forward pass (call on a fresh grammar)."""
+        steps = []
+        for token in token_ids:
+            steps.append(self.allowed())
+            self.advance(token)
+        return steps
+
+    def mask(self, kind: str, device: torch.device) -> torch.Tensor:
+        """A boolean vocabulary mask, True where a token is allowed (cached per kind)."""
+        key = (kind, device)
+        if key not in self._masks:
+            v = self.vocab
+            m = torch.zeros(v.vocab_size, dtype=torch.bool)
+            if kind == VISUAL:
+                m[list(v.visual)] = True
+            else:
+                m[: v.tokenizer_size] = True
+                m[list(v.visual) + list(v.banned_in_text)] = False
+                m[v.boi] = kind == TEXT
+            self._masks[key] = m.to(device)
+        return self._masks[key]
+
+
+@dataclass
+class DecodeResult:
+    """A decoded answer: its trace and, per image, the row-major visual token ids."""
+
+    trace: DecodeTrace
+    grids: list[list[int]]
+
+
+@functools.cache
+def _cache_kwarg(cls: type) -> str:
+    """transformers 5 calls the KV cache argument ``cache``; older releases ``past_key_values``."""
+    return "cache" if "cache" in inspect.signature(cls.forward).parameters else "past_key_values"
+
+
+def _forward(model: Any, cache: Any, **inputs: Any) -> tuple[torch.Tensor, Any]:
+    """One KV-cached forward; the last position's logits (float32) and the cache."""
+    kw = {_cache_kwarg(type(model)): cache}
+    out = model(**inputs, **kw, use_cache=True, logits_to_keep=1)
+    new_cache = getattr(out, "cache", None)
+    if new_cache is None:
+        new_cache = out.past_key_values
+    return out.logits[0, -1].float(), new_cache
+
+
+def _constrained_logprobs(
+    logits: torch.Tensor, mask: torch.Tensor, temperature: float
+) -> torch.Tensor:
+    """Log-softmax over the allowed tokens at the sampling temperature (1 when greedy)."""
+    x = logits.masked_fill(~mask, float("-inf"))
+    return torch.log_softmax(x / temperature if temperature > 0 else x, dim=-1)
+
+
+def _pick(
+    logits: torch.Tensor,
+    mask: torch.Tensor,
+    temperature: float,
+    top_p: float,
+    generator: torch.Generator | None,
+) -> tuple[int, torch.Tensor]:
+    """Sample (or argmax) under the mask; returns the token and the constrained log-probs."""
+    logp = _constrained_logprobs(logits, mask, temperature)
+    if temperature <= 0:
+        return int(torch.argmax(logp)), logp
+    probs = logp.exp()
+    if top_p < 1.0:
+        sorted_p, order = torch.sort(probs, descending=True)
+        drop = torch.cumsum(sorted_p, dim=-1) - sorted_p >= top_p  # keep the nucleus
+        probs = probs.scatter(0, order, sorted_p.masked_fill(drop, 0.0))
+    return int(torch.multinomial(probs, 1, generator=generator)), logp
+
+
+@torch.no_grad()
+def interleaved_decode(
+    model: Any,
+    inputs: Mapping[str, torch.Tensor],
+    grammar: ImageGrammar,
+    *,
+    temperature: float = 0.0,
+    top_p: float = 1.0,
+    generator: torch.Generator | None = None,
+    cfg_scale: float = 1.0,
+    uncond_prefix: list[int] | None = None,
+) -> DecodeResult:
+    """Decode one answer under ``grammar`` from prompt ``inputs`` (processor output, batch 1).
+
+    With ``cfg_scale != 1`` a second, unconditional stream starts at each image start from
+    ``uncond_prefix`` (BOS + negative prompt: the prompt with its text removed, as Emu3 does) and
+    follows the image tokens; visual tokens are drawn from ``u + s * (c - u)`` over the
+    log-softmaxed visual logits. The stream is dropped after the last row.
+    """
+    device = inputs["input_ids"].device
+    use_cfg = cfg_scale != 1.0
+    logits, cache = _forward(model, None, **inputs)
+    u_logits: torch.Tensor | None = None
+    u_cache: Any = None
+    visual = torch.tensor(grammar.vocab.visual, device=device)
+    trace = DecodeTrace(cond_logprobs=[], cfg_logprobs=use_cfg)
+    grids: list[list[int]] = []
+    kinds: list[str] = []
+    while not grammar.done:
+        in_image = grammar.mode != TEXT
+        step = grammar.allowed()
+        if step.forced is not None:
+            token, lp, clp = step.forced, 0.0, 0.0
+        else:
+            mask = grammar.mask(step.kind, device)
+            scores = logits
+            if use_cfg and step.kind == VISUAL and u_logits is not None:
+                c = torch.log_softmax(logits[visual], dim=-1)
+                u = torch.log_softmax(u_logits[visual], dim=-1)
+                scores = torch.full_like(logits, float("-inf"))
+                scores[visual] = u + cfg_scale * (c - u)
+            token, logp = _pick(scores, mask, temperature, top_p, generator)
+            lp = float(logp[token])
+            clp = lp
+            if scores is not logits:
+                clp = float(_constrained_logprobs(logits, mask, temperature)[token])
+            if step.kind == VISUAL:
+                grids[-1].append(token)
+        if grammar.mode == TEXT and token == grammar.vocab.boi:
+            in_image = True
+            grids.append([])
+        trace.token_ids.append(token)
+        trace.logprobs.append(lp)
+        trace.cond_logprobs.append(clp)  # type: ignore[union-attr]
+        trace.image_mask.append(in_image)
+        kinds.append(IMAGE if in_image else TEXT)
+        grammar.advance(token)
+        if grammar.done:
+            break
+        step_ids = torch.tensor([[token]], device=device)
+        logits, cache = _forward(model, cache, input_ids=step_ids)
+        if use_cfg and grammar.mode in (HEADER, GRID):
+            if u_cache is None:
+                ids = torch.tensor([[*(uncond_prefix or []), token]], device=device)
+                u_logits, u_cache = _forward(model, None, input_ids=ids)
+            else:
+                u_logits, u_cache = _forward(model, u_cache, input_ids=step_ids)
+        else:
+            u_logits, u_cache = None, None
+    trace.segments = _spans(kinds, trace.token_ids, grammar.vocab.boi)
+    return DecodeResult(trace=trace, grids=grids)
+
+
+def _spans(kinds: list[str], tokens: list[int], boi: int) -> list[tuple[str, int, int]]:
+    """``(kind, start, end)`` runs; two images in a row stay two spans (each starts at a BOI)."""
+    spans: list[tuple[str, int, int]] = []
+    for i, (kind, tok) in enumerate(zip(kinds, tokens, strict=True)):
+        new_image = kind == IMAGE and tok == boi
+        if spans and spans[-1][0] == kind and not new_image:
+            spans[-1] = (kind, spans[-1][1], i + 1)
+        else:
+            spans.append((kind, i, i + 1))
+    return spans
+
+
+def _device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def _dtype(dtype: str | torch.dtype | None, device: torch.device) -> torch.dtype:
+    """None picks bfloat16 on a GPU and float32 on the CPU; strings name torch dtypes."""
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype is None or dtype == "auto":
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    value = getattr(torch, str(dtype).removeprefix("torch."), None)
+    if not isinstance(value, torch.dtype):
+        raise ValueError(f"unknown dtype {dtype!r} (try float32, bfloat16 or float16)")
+    return value
+
+
+class Emu3Adapter:
+    """``ModelAdapter`` for Emu3 checkpoints (``Emu3ForConditionalGeneration`` + ``Emu3Processor``).
+
+    Prompts are decoded one at a time (``settings.batch_size`` is not used): the grammar state and
+    the CFG stream are per answer, and a failure stays that prompt's ``error``. Input images go
+    through the processor's ``<image>`` placeholder (and its chat template when it has one); the
+    unconditional CFG stream starts from BOS + ``negative_prompt``.
+    """
+
+    family = "emu3"
+
+    def __init__(
+        self,
+        path: str,
+        *,
+        device: str = "auto",
+        dtype: str | torch.dtype | None = None,
+        negative_prompt: str = "",
+        use_chat_template: bool = True,
+    ) -> None:
+        from transformers import Emu3ForConditionalGeneration, Emu3Processor
+
+        self.model_id = str(path)
+        self.device = _device(device)
+        self.processor = Emu3Processor.from_pretrained(path)
+        model = Emu3ForConditionalGeneration.from_pretrained(path, dtype=_dtype(dtype, self.device))
+        self.model = model.to(self.device).eval()
+        self.vocab = Emu3Vocab.from_model(self.model, self.processor)
+        self.negative_prompt = negative_prompt
+        self.use_chat_template = use_chat_template and bool(self.processor.chat_template)
+        self.spatial_factor = int(self.model.model.vqmodel.spatial_scale_factor)
+
+    # ------------------------------------------------------------------ pieces reused by rollouts
+
+    def grid_size(self, settings: GenerationSettings) -> tuple[int, int]:
+        """Latent rows x cols of generated images.
+
+        ``settings.image_size`` is a side in pixels; by default the processor's generation area,
+        capped by the largest image its image processor encodes (the tiny model's 32x32), at 1:1.
+        ``settings.max_image_tokens`` then shrinks the grid to at most that many visual tokens.
+        """
+        f = self.spatial_factor
+        if settings.image_size:
+            rows = cols = max(1, settings.image_size // f)
+        else:
+            area = min(self.processor.image_area, self.processor.image_processor.max_pixels)
+            rows, cols = self.processor.calculate_generate_size("1:1", area, f)
+        cap = settings.max_image_tokens
+        if cap and rows * cols > cap:
+            scale = math.sqrt(cap / (rows * cols))
+            rows, cols = max(1, math.floor(rows * scale)), max(1, math.floor(cols * scale))
+        return max(1, rows), max(1, cols)
+
+    def grammar(self, settings: GenerationSettings) -> ImageGrammar:
+        rows, cols = self.grid_size(settings)
+        header = self.processor.tokenizer.encode(f"{rows}*{cols}", add_special_tokens=False)
+        return ImageGrammar(
+            vocab=self.vocab,
+            rows=rows,
+            cols=cols,
+            header=tuple(header),
+            max_new_tokens=settings.max_new_tokens,
+            max_images=max(0, settings.max_images),
+        )
+
+    def prompt_inputs(self, prompt: Interleaved, store: ImageStore | None) -> dict[str, Any]:
+        """Processor inputs (batch 1, on the model's device) for an interleaved prompt."""
+        images, content = [], []
+        for seg in prompt:
+            if seg.image is not None:
+                images.append(load_ref(seg.image, store).convert("RGB"))
+                content.append({"type": "image"})
+            else:
+                content.append({"type": "text", "text": seg.text})
+        if self.use_chat_template:
+            text = self.processor.apply_chat_template(
+                [{"role": "user", "content": content}], add_generation_prompt=True, tokenize=False
+            )
+        else:
+            text = "".join(
+                c["text"] if c["type"] == "text" else self.processor.image_token for c in content
+            )
+        batch = self.processor(text=[text], images=images or None, return_tensors="pt")
+        inputs = {k: v.to(self.device) for k, v in batch.items() if torch.is_tensor(v)}
+        if "pixel_values" in inputs:
+            inputs["pixel_values"] = inputs["pixel_values"].to(self.model.dtype)
+        return inputs
+
+    def uncond_prefix(self) -> list[int]:
+        tok = self.processor.tokenizer
+        return [tok.bos_token_id, *tok.encode(self.negative_prompt, add_special_tokens=False)]
+
+    @torch.inference_mode()
+    def decode_grid(self, grid: list[int], rows: int, cols: int) -> Any:
+        """Visual token ids (row-major) -> a PIL image via the VQ decoder and the processor."""
+        to_code = self.model.vocabulary_mapping.bpe2img_mapping_tensor
+        codes = to_code[torch.tensor(grid)].view(1, rows, cols).to(self.device)
+        pixels = self.model.model.vqmodel.decode(codes)
+        out = self.processor.postprocess(pixels.float().cpu(), return_tensors="PIL.Image.Image")
+        return out["pixel_values"][0]
+
+    # ------------------------------------------------------------------ the adapter protocol
+
+    def generate(
+        self,
+        prompts: list[Interleaved],
+        settings: GenerationSettings,
+        store: ImageStore,
+        *,
+        return_trace: bool = False,
+    ) -> list[GenerationOutput]:
+        """One answer per prompt; prompt ``i`` samples with seed ``settings.seed + i``."""
+        outputs = []
+        for i, prompt in enumerate(prompts):
+            start = time.perf_counter()
+            try:
+                output, trace = self._generate_one(prompt, settings, store, settings.seed + i)
+            except Exception as e:  # noqa: BLE001 - one prompt's failure must not lose the others
+                outputs.append(
+                    GenerationOutput(
+                        output=Interleaved(),
+                        error=f"{type(e).__name__}: {e}",
+                        seconds=time.perf_counter() - start,
+                    )
+                )
+                continue
+            outputs.append(
+                GenerationOutput(
+                    output=output,
+                    seconds=time.perf_counter() - start,
+                    trace=trace if return_trace else None,
+                )
+            )
+        return outputs
+
+    @torch.inference_mode()
+    def _generate_one(
+        self, prompt: Interleaved, settings: GenerationSettings, store: ImageStore, seed: int
+    ) -> tuple[Interleaved, DecodeTrace]:
+        inputs = self.prompt_inputs(prompt, store)
+        grammar = self.grammar(settings)
+        generator = None
+        if settings.temperature > 0:
+            generator = torch.Generator(device=self.device).manual_seed(seed)
+        result = interleaved_decode(
+            self.model,
+            inputs,
+            grammar,
+            temperature=settings.temperature,
+            top_p=settings.top_p,
+            generator=generator,
+            cfg_scale=settings.cfg_scale,
+            uncond_prefix=self.uncond_prefix(),
+        )
+        segments: list[Segment] = []
+        grids = iter(result.grids)
+        tok = self.processor.tokenizer
+        for kind, start, end in result.trace.segments:
+            if kind == IMAGE:
+                image = self.decode_grid(next(grids), grammar.rows, grammar.cols)
+                segments.append(Segment.of_image(store.put_image(image)))
+            else:
+                ids = result.trace.token_ids[start:end]
+                text = tok.decode(ids, skip_special_tokens=True).strip()
+                if text:
+                    segments.append(Segment.of_text(text))
+        return Interleaved(segments), result.trace
