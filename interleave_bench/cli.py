@@ -396,6 +396,7 @@ def score_cmd(
 
     from .benchmarks import DataError
     from .judges.client import JudgeUnavailable
+    from .runs import RunFolderError
     from .scorers.protocol_files import ProtocolError
     from .scoring import PROTOCOLS, ScoreError, ScoreOptions, run_score
 
@@ -454,7 +455,7 @@ def score_cmd(
 
         try:
             result, judgments, problems, engine = run_score(opts, on_progress, on_start)
-        except (DataError, ProtocolError, ScoreError, JudgeUnavailable) as e:
+        except (DataError, ProtocolError, ScoreError, JudgeUnavailable, RunFolderError) as e:
             raise fail(str(e)) from None
     for p in problems[:20]:
         err.print(f"problem: {p}", markup=False, highlight=False)
@@ -507,7 +508,9 @@ def eval_cmd(
     ],
     model_type: Annotated[
         str | None,
-        typer.Option("--model-type", help="janus, emu3 or replay (default: config.json)."),
+        typer.Option(
+            "--model-type", help="janus, emu3, replay or pipeline (default: config.json)."
+        ),
     ] = None,
     data: Annotated[
         Path | None, typer.Option("--data", help="Local copy of the benchmark.")
@@ -542,6 +545,16 @@ def eval_cmd(
     max_images: Annotated[int, typer.Option("--max-images", min=0)] = 3,
     max_image_tokens: Annotated[int | None, typer.Option("--max-image-tokens")] = None,
     seed: Annotated[int, typer.Option("--seed")] = 0,
+    chat_base_url: Annotated[
+        str | None, typer.Option("--chat-base-url", help="Pipeline: the chat model's endpoint.")
+    ] = None,
+    image_generator: Annotated[
+        str | None,
+        typer.Option("--image-generator", help="Pipeline: openai:MODEL or diffusers:PATH."),
+    ] = None,
+    image_base_url: Annotated[
+        str | None, typer.Option("--image-base-url", help="Pipeline: Images API endpoint.")
+    ] = None,
     templates: Annotated[
         Path | None, typer.Option("--templates", help="JSON {bench: {category: instruction}}.")
     ] = None,
@@ -605,6 +618,12 @@ def eval_cmd(
         device=device,
         dtype=dtype,
         templates=templates,
+        pipeline={
+            "chat_base_url": chat_base_url,
+            "image_generator": image_generator,
+            "image_base_url": image_base_url,
+            "api_key_env": judge_key_env,
+        },
         fail_fast=fail_fast,
         report=report,
         judge=judge,
@@ -647,6 +666,7 @@ def eval_cmd(
                 f"interrupted: everything finished so far is saved in {out_dir}; rerun the "
                 "same command to resume",
                 markup=False,
+                soft_wrap=True,
             )
             raise typer.Exit(130) from None
         except (

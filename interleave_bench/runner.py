@@ -43,6 +43,7 @@ class EvalConfig:
     fail_fast: bool = False
     report: bool = True
     judge: dict[str, Any] = field(default_factory=dict)  # ScoreOptions fields for judge protocols
+    pipeline: dict[str, Any] = field(default_factory=dict)  # chat endpoint + image generator
     wait_for_ranks: float = 3600.0
 
 
@@ -229,7 +230,12 @@ class EvalRun:
         from .models.loading import load_adapter
 
         return load_adapter(
-            self.cfg.model, self.cfg.model_type, device=self.cfg.device, dtype=self.cfg.dtype
+            self.cfg.model,
+            self.cfg.model_type,
+            device=self.cfg.device,
+            dtype=self.cfg.dtype,
+            data=self.data,
+            pipeline=self.cfg.pipeline,
         )
 
     def _generate(self, adapter: Any, batch: list[Sample]) -> list[Prediction]:

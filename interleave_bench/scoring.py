@@ -22,6 +22,7 @@ from .judges.cache import JudgmentCache
 from .judges.client import JudgeConfig, OpenAIJudge
 from .judges.engine import JudgeEngine
 from .predictions import load_mmie_predictions, load_opening_outputs, load_prediction_records
+from .runs import claim_folder
 from .scorers.base import Scorer, run_sync
 from .types import Judgment, Prediction, Result, Sample
 
@@ -174,7 +175,7 @@ def run_score(
     on_progress: Callable[[Judgment, JudgeEngine | None], None] | None = None,
     on_start: Callable[[int], None] | None = None,
 ) -> tuple[Result, list[Judgment], list[Problem], JudgeEngine | None]:
-    opts.out.mkdir(parents=True, exist_ok=True)
+    claimed = claim_folder(opts.out, "score", score_identity(opts), {})
     samples, preds, problems, revision = load_inputs(opts)
     engine = build_engine(opts)
     scorer = build_scorer(opts, engine)
@@ -208,9 +209,23 @@ def run_score(
     )
     (opts.out / "results.json").write_text(json.dumps(result.to_dict(), indent=2) + "\n")
     (opts.out / "manifest.json").write_text(
-        json.dumps(manifest(opts, revision, scorer), indent=2) + "\n"
+        json.dumps({**claimed, **manifest(opts, revision, scorer)}, indent=2, default=str) + "\n"
     )
     return result, judgments, problems, engine
+
+
+def score_identity(opts: ScoreOptions) -> dict[str, Any]:
+    """What makes two `score` commands the same run (so a rerun resumes, a change refuses)."""
+    return {
+        "bench": opts.bench,
+        "predictions": str(opts.predictions),
+        "protocol": opts.protocol,
+        "protocol_file": None if opts.protocol_file is None else str(opts.protocol_file),
+        "allow_unofficial": opts.allow_unofficial,
+        "judge_model": opts.judge_model,
+        "judge_base_url": opts.judge_base_url,
+        "judge_local": None if opts.judge_local is None else str(opts.judge_local),
+    }
 
 
 def manifest(opts: ScoreOptions, revision: str, scorer: Scorer) -> dict[str, Any]:

@@ -1,10 +1,15 @@
 """A real OpenAI-compatible HTTP server on 127.0.0.1 with scripted replies and fault injection.
 
 ``script(body) -> Reply`` decides each answer from the request JSON; every request is recorded.
+``POST .../images/generations`` is answered by ``image_script(body) -> ImageReply`` (a PIL-drawn PNG
+of the requested size by default) and recorded in ``image_requests``, apart from chat requests.
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import io
 import json
 import threading
 import time
@@ -12,6 +17,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+
+from PIL import Image
 
 
 @dataclass
@@ -26,6 +33,27 @@ class Reply:
     completion_tokens: int = 20
 
 
+@dataclass
+class ImageReply:
+    status: int = 200
+    headers: dict[str, str] = field(default_factory=dict)
+    delay: float = 0.0
+    message: str = ""
+    data: bytes | None = None  # the image bytes to send; None draws a PNG of the requested size
+
+
+def drawn_png(body: dict[str, Any]) -> bytes:
+    """A PNG of ``body["size"]`` (``WxH``; 64x64 by default) whose colour depends on the prompt."""
+    try:
+        w, h = (int(x) for x in str(body.get("size") or "64x64").lower().split("x"))
+    except ValueError:
+        w, h = 64, 64
+    color = tuple(hashlib.sha256(str(body.get("prompt", "")).encode()).digest()[:3])
+    buf = io.BytesIO()
+    Image.new("RGB", (w, h), color).save(buf, format="PNG")
+    return buf.getvalue()
+
+
 class _Server(ThreadingHTTPServer):
     request_queue_size = 256  # the default backlog of 5 resets connections under load
     daemon_threads = True
@@ -33,11 +61,16 @@ class _Server(ThreadingHTTPServer):
 
 class FakeOpenAI:
     def __init__(
-        self, script: Callable[[dict[str, Any]], Reply] | None = None, latency: float = 0.0
+        self,
+        script: Callable[[dict[str, Any]], Reply] | None = None,
+        latency: float = 0.0,
+        image_script: Callable[[dict[str, Any]], ImageReply] | None = None,
     ) -> None:
         self.script = script or (lambda body: Reply())
+        self.image_script = image_script or (lambda body: ImageReply())
         self.latency = latency
         self.requests: list[dict[str, Any]] = []
+        self.image_requests: list[dict[str, Any]] = []
         self.headers: list[dict[str, str]] = []
         self._lock = threading.Lock()
         server = self
@@ -56,6 +89,8 @@ class FakeOpenAI:
             def do_POST(self):
                 length = int(self.headers.get("Content-Length", 0))
                 body = json.loads(self.rfile.read(length) or b"{}")
+                if self.path.rstrip("/").endswith("/images/generations"):
+                    return self._images(body)
                 with server._lock:
                     server.requests.append(body)
                     server.headers.append({k.lower(): v for k, v in self.headers.items()})
@@ -95,6 +130,20 @@ class FakeOpenAI:
                         },
                     }
                 ).encode()
+                self._send(200, payload, reply.headers)
+
+            def _images(self, body):
+                with server._lock:
+                    server.image_requests.append(body)
+                reply = server.image_script(body)
+                time.sleep(server.latency + reply.delay)
+                if reply.status != 200:
+                    err = {"message": reply.message or f"scripted {reply.status}", "type": "test"}
+                    payload = json.dumps({"error": err}).encode()
+                    return self._send(reply.status, payload, reply.headers)
+                data = reply.data if reply.data is not None else drawn_png(body)
+                image = {"b64_json": base64.b64encode(data).decode("ascii")}
+                payload = json.dumps({"created": 0, "data": [image]}).encode()
                 self._send(200, payload, reply.headers)
 
             def _send(self, status, payload, headers):

@@ -246,7 +246,7 @@ def test_bad_options_are_clear(tmp_path):
         str(prompts),
         "--allow-unofficial",
         "--out",
-        str(tmp_path / "o"),
+        str(tmp_path / "o2"),
     )
     assert r.exit_code == 1 and "--judge-model is required" in r.stderr
     r = run_cli("score", "--bench", "mmie", "--predictions", str(preds), "--protocol", "nope")

@@ -29,12 +29,22 @@ def resolve_model_path(model: str) -> Path:
 
 
 def load_adapter(
-    model: str, model_type: str | None = None, *, device: str = "auto", dtype: str | None = None
+    model: str,
+    model_type: str | None = None,
+    *,
+    device: str = "auto",
+    dtype: str | None = None,
+    data: Any = None,
+    pipeline: dict[str, Any] | None = None,
 ) -> Any:
+    """``data`` (the loaded benchmark) pairs replayed outputs with samples; ``pipeline`` holds
+    the integrated pipeline's options (chat endpoint, image generator)."""
     if model_type == "replay":
         from .replay import ReplayAdapter
 
-        return ReplayAdapter(model)
+        return ReplayAdapter(model, data)
+    if model_type == "pipeline":
+        return _pipeline(model, pipeline or {})
     path = resolve_model_path(model)
     family = detect_family(path, model_type)
     if family == "janus":
@@ -44,3 +54,22 @@ def load_adapter(
     from .emu3 import Emu3Adapter
 
     return Emu3Adapter(str(path), device=device, dtype=dtype)
+
+
+def _pipeline(chat_model: str, opts: dict[str, Any]) -> Any:
+    """``--image-generator openai:MODEL`` (Images API) or ``diffusers:PATH`` (local pipeline)."""
+    from .pipeline import DiffusersImageGenerator, OpenAIImageGenerator, PipelineAdapter
+
+    spec = opts.get("image_generator") or "openai:dall-e-3"
+    kind, _, target = spec.partition(":")
+    key_env = opts.get("api_key_env") or "OPENAI_API_KEY"
+    generator: Any
+    if kind == "openai":
+        generator = OpenAIImageGenerator(
+            target or "dall-e-3", base_url=opts.get("image_base_url"), api_key_env=key_env
+        )
+    elif kind == "diffusers":
+        generator = DiffusersImageGenerator(target)
+    else:
+        raise ModelError(f"--image-generator {spec!r}: expected openai:MODEL or diffusers:PATH")
+    return PipelineAdapter(chat_model, opts.get("chat_base_url"), key_env, generator=generator)

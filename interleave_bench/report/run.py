@@ -1,0 +1,120 @@
+"""Read a run folder for the report, tolerantly: a run killed mid-write (a truncated last line, no
+``results.json`` yet) still gets a page, and every line that could not be read is named on it
+instead of silently vanishing."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from ..media import ImageError, ImageStore, to_data_url
+from ..types import ImageRef, Judgment, Prediction, Result, Sample
+
+T = TypeVar("T")
+ImageLoader = Callable[[ImageRef], str]
+"""Returns a ``data:image/...`` URL for a reference, or raises when the image is unusable."""
+
+MAX_SIDE = 384
+
+
+@dataclass
+class RunData:
+    """Everything the report shows, plus the problems met while reading it."""
+
+    samples: list[Sample] = field(default_factory=list)
+    predictions: list[Prediction] = field(default_factory=list)
+    judgments: list[Judgment] = field(default_factory=list)
+    results: list[Result] = field(default_factory=list)
+    manifest: dict[str, Any] = field(default_factory=dict)
+    problems: list[str] = field(default_factory=list)
+
+
+def read_jsonl(path: Path, parse: Callable[[Any, str], T], problems: list[str]) -> list[T]:
+    """Parse each line; a bad line becomes a problem, never an exception or a silent drop."""
+    if not path.is_file():
+        return []
+    out: list[T] = []
+    with path.open(encoding="utf-8", errors="replace") as f:
+        for n, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                out.append(parse(json.loads(line), f"{path.name}:{n}"))
+            except (ValueError, TypeError) as e:
+                problems.append(f"{path.name} line {n} skipped: {e}")
+    return out
+
+
+def read_results(path: Path, problems: list[str]) -> list[Result]:
+    """``results.json`` holds one Result or ``{"results": [...]}``; both are accepted."""
+    if not path.is_file():
+        problems.append("results.json is absent: the run has not been aggregated yet")
+        return []
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        problems.append(f"results.json unreadable: {e}")
+        return []
+    items = data["results"] if isinstance(data, dict) and "results" in data else [data]
+    if not isinstance(items, list):
+        problems.append("results.json: 'results' is not a list")
+        return []
+    out: list[Result] = []
+    for i, item in enumerate(items):
+        try:
+            out.append(Result.from_dict(item, f"results[{i}]"))
+        except (ValueError, TypeError) as e:
+            problems.append(f"results.json entry {i} skipped: {e}")
+    return out
+
+
+def read_manifest(path: Path, problems: list[str]) -> dict[str, Any]:
+    if not path.is_file():
+        return {}
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        problems.append(f"manifest.json unreadable: {e}")
+        return {}
+    if not isinstance(data, dict):
+        problems.append("manifest.json is not an object")
+        return {}
+    return data
+
+
+def load_run(run_dir: Path) -> RunData:
+    """Read ``samples.jsonl``, ``predictions.jsonl``, ``judgments.jsonl``, ``results.json`` and
+    ``manifest.json`` from a run folder; absent files give empty parts."""
+    run_dir = Path(run_dir)
+    problems: list[str] = []
+    return RunData(
+        samples=read_jsonl(run_dir / "samples.jsonl", Sample.from_dict, problems),
+        predictions=read_jsonl(run_dir / "predictions.jsonl", Prediction.from_dict, problems),
+        judgments=read_jsonl(run_dir / "judgments.jsonl", Judgment.from_dict, problems),
+        results=read_results(run_dir / "results.json", problems),
+        manifest=read_manifest(run_dir / "manifest.json", problems),
+        problems=problems,
+    )
+
+
+def run_image_loader(run_dir: Path, max_side: int = MAX_SIDE) -> ImageLoader:
+    """Thumbnails from the run's own store first (so a moved run folder still shows its images),
+    then the reference's path, then that path taken relative to the run folder."""
+    run_dir = Path(run_dir)
+    store = ImageStore(run_dir / "images")
+
+    def load(ref: ImageRef) -> str:
+        try:
+            return to_data_url(ref, store=store, max_side=max_side, format="JPEG")
+        except ImageError:
+            if ref.path is None or ref.missing or Path(ref.path).is_absolute():
+                raise
+            alt = run_dir / ref.path
+            if not alt.is_file():
+                raise
+            return to_data_url(alt, max_side=max_side, format="JPEG")
+
+    return load
