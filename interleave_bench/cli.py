@@ -497,15 +497,16 @@ def eval_cmd(
         str,
         typer.Option(
             "--model",
-            help="Model folder or Hub id (or outputs to replay with --model-type replay).",
+            help="Model folder, Hub id, or tiny:janus / tiny:emu3 (built on the spot); "
+            "with --model-type replay, outputs of another tool.",
         ),
-    ],
+    ] = "tiny:janus",
     bench: Annotated[
         str,
         typer.Option(
             "--bench", help="mmie, interleavedbench, opening, isg (NAME:sample for the mini set)."
         ),
-    ],
+    ] = "mmie:sample",
     model_type: Annotated[
         str | None,
         typer.Option(

@@ -205,6 +205,9 @@ class EvalRun:
         for s in shard:  # predictions from an earlier, interrupted run
             if s.id in done_preds:
                 schedule(s, done_preds[s.id])
+        if to_judge and self.cfg.judge.get("preflight", True):
+            for engine in self.engines:  # fail before hours of generation, not after
+                await engine.backend.preflight()
         adapter = self._adapter() if todo else None
         loop = asyncio.get_running_loop()
         bs = max(1, self.cfg.settings.batch_size)

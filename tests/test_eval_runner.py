@@ -62,26 +62,33 @@ def results(run: Path):
     return data
 
 
+@pytest.mark.parametrize("family", ["tiny_janus", "tiny_emu3"])
 @pytest.mark.parametrize("bench", BENCHES)
-def test_eval_tiny_janus_on_each_bundled_set(tiny_janus, tmp_path, bench):
+def test_eval_tiny_models_on_each_bundled_set(request, tmp_path, bench, family):
+    model = request.getfixturevalue(family)
     out = tmp_path / "run"
+    # an Emu3 image is a ~30-token span (header, 4x4 grid, row ends): give it room
+    budget = "16" if family == "tiny_janus" else "64"
     code, report = cli_json(
         "eval",
         "--model",
-        str(tiny_janus),
+        str(model),
         "--bench",
         bench,
         "--limit",
         "2",
         "--out",
         str(out),
-        *FAST,
+        "--max-new-tokens",
+        budget,
+        "--scorers",
+        "structure",
     )
     assert code == 0, report
     preds = predictions(out)
     assert len(preds) == 2 and all(p["error"] is None for p in preds.values())
     images = [seg["image"] for p in preds.values() for seg in p["output"] if seg["type"] == "image"]
-    assert images, "the tiny Janus should draw at least one image"
+    assert images, "the tiny models are biased to draw at least one image"
     for ref in images:
         path = out / "images" / ref["sha256"][:2] / f"{ref['sha256']}.png"
         with Image.open(path) as im:
@@ -91,7 +98,7 @@ def test_eval_tiny_janus_on_each_bundled_set(tiny_janus, tmp_path, bench):
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["command"] == "eval" and manifest["identity"]["bench"] == bench
     assert manifest["identity"]["dataset_revision"].startswith("sha256:")
-    assert manifest["settings"]["max_new_tokens"] == 16
+    assert manifest["settings"]["max_new_tokens"] == int(budget)
     assert report["results"][0]["counts"]["valid"] == 2
 
 
@@ -279,3 +286,105 @@ def test_failed_generation_is_recorded_and_the_run_goes_on(tiny_janus, tmp_path,
         "--fail-fast",
     )
     assert r.exit_code == 1 and "out of memory" in r.stderr
+
+
+def test_judging_overlaps_generation(tiny_janus, tmp_path):
+    """Judge calls start while later samples are still being generated."""
+    from fake_openai import FakeOpenAI
+
+    from interleave_bench.models.base import GenerationSettings
+    from interleave_bench.runner import EvalConfig, Hooks, run_eval
+
+    prompts = tmp_path / "prompts.py"
+    prompts.write_text('SA_SYSTEM_PROMPT = "S. "\nPBL_SYSTEM_PROMPT = "P. "\nMSR_PROMPT = "M. "\n')
+    events = []
+    with FakeOpenAI() as server:
+        cfg = EvalConfig(
+            model=str(tiny_janus),
+            bench="mmie:sample",
+            out=tmp_path / "run",
+            limit=5,
+            scorers=["structure", "mmie"],
+            settings=GenerationSettings(max_new_tokens=16),
+            judge={
+                "protocol_file": prompts,
+                "allow_unofficial": True,
+                "judge_base_url": server.url,
+                "judge_model": "MMIE-Score",
+                "preflight": False,
+            },
+        )
+        hooks = Hooks(
+            on_generated=lambda p: events.append(("gen", p.sample_id)),
+            on_judged=lambda j, e: events.append((j.scorer, j.sample_id)),
+        )
+        results = run_eval(cfg, hooks)
+    kinds = [k for k, _ in events]
+    last_gen = max(i for i, k in enumerate(kinds) if k == "gen")
+    first_judge = kinds.index("mmie")
+    assert first_judge < last_gen, kinds
+    mmie = next(r for r in results if r.scorer == "mmie")
+    assert mmie.counts["valid"] == 5 and mmie.overall == 4.0
+    assert len(server.requests) == 5
+
+
+def test_replay_and_pipeline_through_eval(tmp_path, monkeypatch):
+    from fake_openai import FakeOpenAI, Reply
+
+    from interleave_bench.benchmarks.base import MINISET_DIR
+
+    # replay the bundled gold answers of OpenING as if another tool had produced them
+    folder = tmp_path / "Gold_output"
+    folder.mkdir()
+    bench = MINISET_DIR / "opening" / "OpenING-benchmark"
+    for line in (bench / "test_data.jsonl").read_text().splitlines()[:3]:
+        row = json.loads(line)
+        items = []
+        for k, item in enumerate(row["conversations"][1]["output"]):
+            name = f"{row['total_uid']}-o-{k}.jpg"
+            (folder / name).write_bytes((bench / item["image"]).read_bytes())
+            items.append({"text": item["text"], "image": name})
+        row["conversations"][1]["output"] = items
+        (folder / f"{row['total_uid']}.json").write_text(json.dumps(row))
+    code, report = cli_json(
+        "eval",
+        "--model",
+        str(folder),
+        "--model-type",
+        "replay",
+        "--bench",
+        "opening:sample",
+        "--limit",
+        "3",
+        "--out",
+        str(tmp_path / "r"),
+    )
+    assert code == 0 and report["results"][0]["overall"] == 1.0  # gold vs gold structure
+    # an integrated pipeline: chat model + Images API, both on a local server
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-local-test")
+    reply = "First the bulb. <image>a tulip bulb in soil</image> Then water it."
+    with FakeOpenAI(lambda body: Reply(content=reply)) as server:
+        code, report = cli_json(
+            "eval",
+            "--model",
+            "chat-model",
+            "--model-type",
+            "pipeline",
+            "--bench",
+            "interleavedbench:sample",
+            "--limit",
+            "2",
+            "--chat-base-url",
+            server.url,
+            "--image-generator",
+            "openai:image-model",
+            "--image-base-url",
+            server.url,
+            "--out",
+            str(tmp_path / "p"),
+        )
+    assert code == 0 and report["generation_errors"] == 0
+    preds = predictions(tmp_path / "p")
+    assert all(
+        [s["type"] for s in p["output"]] == ["text", "image", "text"] for p in preds.values()
+    )

@@ -8,9 +8,31 @@ from typing import Any
 
 from .base import ModelError, detect_family
 
+TINY = ("tiny:janus", "tiny:emu3")
+
+
+def tiny_model(spec: str) -> Path:
+    """``tiny:janus`` / ``tiny:emu3``: a tiny random model built once into the cache (the demo)."""
+    from ..benchmarks.base import cache_home
+
+    family = spec.partition(":")[2]
+    dest = cache_home() / "tiny" / family
+    if not (dest / "config.json").is_file():
+        if family == "janus":
+            from .tiny_janus import build_tiny_janus as build
+        elif family == "emu3":
+            from .tiny_emu3 import build_tiny_emu3 as build
+        else:
+            raise ModelError(f"{spec}: expected one of {', '.join(TINY)}")
+        build(dest)
+    return dest
+
 
 def resolve_model_path(model: str) -> Path:
-    """A local folder as is; otherwise a Hub id fetched into the Hugging Face cache."""
+    """A local folder as is; ``tiny:FAMILY`` built on the spot; otherwise a Hub id fetched into
+    the Hugging Face cache."""
+    if model.startswith("tiny:"):
+        return tiny_model(model)
     p = Path(model).expanduser()
     if p.exists():
         return p

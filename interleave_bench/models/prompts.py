@@ -53,10 +53,14 @@ def templates_sha256(templates: dict[str, dict[str, str]]) -> str:
 
 
 def build_prompt(sample: Sample, templates: dict[str, dict[str, str]] | None = None) -> Interleaved:
-    """The sample's input followed by the benchmark's instruction (MSR: the question alone)."""
+    """The sample's input followed by the benchmark's instruction (MSR: the question alone).
+
+    Images the data refers to but that are missing are left out, as the official MMIE scorer
+    does; the sample's ``missing_images`` count says how many.
+    """
     table = (templates or DEFAULT_TEMPLATES).get(sample.benchmark, {})
     instruction = table.get(sample.category or "", table.get("default", ""))
-    segments = list(sample.input)
+    segments = [s for s in sample.input if s.image is None or not s.image.missing]
     if instruction:
         segments.append(Segment.of_text(instruction))
     return Interleaved(segments)
