@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sys
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -65,6 +67,20 @@ def _seeded(settings: GenerationSettings, sample_id: str) -> GenerationSettings:
     return replace(
         settings, seed=(settings.seed * 1_000_003 + zlib.crc32(sample_id.encode())) % 2**31
     )
+
+
+def _torch_threads() -> int | None:
+    """The caller's torch intra-op thread count (it is per thread, so the generation thread
+    must be told, or a tiny model on a busy CPU runs several times slower)."""
+    torch = sys.modules.get("torch")
+    return None if torch is None else int(torch.get_num_threads())
+
+
+def _same_torch_threads(n: int | None) -> None:
+    if n is not None:
+        import torch
+
+        torch.set_num_threads(n)
 
 
 def _rank_suffix(rank: int, world: int) -> str:
@@ -211,10 +227,13 @@ class EvalRun:
         adapter = self._adapter() if todo else None
         loop = asyncio.get_running_loop()
         bs = max(1, self.cfg.settings.batch_size)
+        pool = ThreadPoolExecutor(
+            max_workers=1, initializer=_same_torch_threads, initargs=(_torch_threads(),)
+        )
         try:
             for start in range(0, len(todo), bs):
                 batch = todo[start : start + bs]
-                preds = await loop.run_in_executor(None, self._generate, adapter, batch)
+                preds = await loop.run_in_executor(pool, self._generate, adapter, batch)
                 for sample, pred in zip(batch, preds, strict=True):
                     pred_log.append(pred.to_dict())
                     if self.hooks.on_generated:
@@ -224,6 +243,7 @@ class EvalRun:
                     schedule(sample, pred)
             await asyncio.gather(*tasks)
         finally:
+            pool.shutdown(wait=False, cancel_futures=True)
             for t in tasks:
                 t.cancel()
             for sc in scorers:
