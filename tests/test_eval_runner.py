@@ -388,3 +388,34 @@ def test_replay_and_pipeline_through_eval(tmp_path, monkeypatch):
     assert all(
         [s["type"] for s in p["output"]] == ["text", "image", "text"] for p in preds.values()
     )
+
+
+def test_models_tiny_and_report_commands(tmp_path):
+    from transformers import AutoProcessor, JanusForConditionalGeneration
+
+    r = run_cli("models", "tiny", "janus", str(tmp_path / "tj"))
+    assert r.exit_code == 0
+    JanusForConditionalGeneration.from_pretrained(tmp_path / "tj")
+    AutoProcessor.from_pretrained(tmp_path / "tj")
+    assert run_cli("models", "tiny", "chameleon", str(tmp_path / "x")).exit_code == 2
+    run = tmp_path / "run"
+    assert (
+        run_cli(
+            "eval",
+            "--model",
+            str(tmp_path / "tj"),
+            "--bench",
+            "isg:sample",
+            "--limit",
+            "1",
+            "--out",
+            str(run),
+            "--no-report",
+            *FAST,
+        ).exit_code
+        == 0
+    )
+    assert not (run / "report.html").exists()
+    r = run_cli("report", str(run))
+    assert r.exit_code == 0 and (run / "report.html").stat().st_size > 1000
+    assert run_cli("report", str(tmp_path)).exit_code == 1
