@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import shutil
 import struct
 import zlib
 
@@ -54,3 +55,24 @@ def bomb_png(w=100_000, h=100_000) -> bytes:
         + chunk(b"IDAT", zlib.compress(b"\x00" * 64))
         + chunk(b"IEND", b"")
     )
+
+
+def write_opening_outputs(folder, skip: str | None = None, limit: int | None = None):
+    """A gen_outputs/<MODEL>_output/ folder in the official layout, from the bundled gold:
+    one <total_uid>.json per sample, output images as bare file names beside it."""
+    from interleave_bench.benchmarks.base import MINISET_DIR
+
+    bench = MINISET_DIR / "opening" / "OpenING-benchmark"
+    folder.mkdir(parents=True)
+    lines = (bench / "test_data.jsonl").read_text().splitlines()
+    for line in lines[:limit]:
+        row = json.loads(line)
+        if row["total_uid"] == skip:
+            continue
+        items = []
+        for k, item in enumerate(row["conversations"][1]["output"]):
+            name = f"{row['total_uid']}-o-{k}.jpg"
+            shutil.copy(bench / item["image"], folder / name)
+            items.append({"text": item["text"], "image": name})
+        row["conversations"][1]["output"] = items
+        (folder / f"{row['total_uid']}.json").write_text(json.dumps(row))

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import cli_json, run_cli
+from helpers import cli_json, run_cli, write_opening_outputs
 from PIL import Image
 
 from interleave_bench.runs import read_jsonl
@@ -331,21 +331,9 @@ def test_judging_overlaps_generation(tiny_janus, tmp_path):
 def test_replay_and_pipeline_through_eval(tmp_path, monkeypatch):
     from fake_openai import FakeOpenAI, Reply
 
-    from interleave_bench.benchmarks.base import MINISET_DIR
-
     # replay the bundled gold answers of OpenING as if another tool had produced them
     folder = tmp_path / "Gold_output"
-    folder.mkdir()
-    bench = MINISET_DIR / "opening" / "OpenING-benchmark"
-    for line in (bench / "test_data.jsonl").read_text().splitlines()[:3]:
-        row = json.loads(line)
-        items = []
-        for k, item in enumerate(row["conversations"][1]["output"]):
-            name = f"{row['total_uid']}-o-{k}.jpg"
-            (folder / name).write_bytes((bench / item["image"]).read_bytes())
-            items.append({"text": item["text"], "image": name})
-        row["conversations"][1]["output"] = items
-        (folder / f"{row['total_uid']}.json").write_text(json.dumps(row))
+    write_opening_outputs(folder, limit=3)
     code, report = cli_json(
         "eval",
         "--model",

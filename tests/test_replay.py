@@ -10,6 +10,7 @@ import tarfile
 from pathlib import Path
 
 import pytest
+from helpers import write_opening_outputs
 
 from interleave_bench import load_benchmark
 from interleave_bench.benchmarks.base import MINISET_DIR
@@ -64,23 +65,6 @@ def test_mmie_answers_replay_with_images_copied(tmp_path):
     # without a store the references stay where the other tool wrote them
     (plain,) = replay.outputs_for(["SA-1000"])
     assert plain.output.images[0].path == str(original.resolve())
-
-
-def write_opening_outputs(folder, skip: str):
-    """A gen_outputs/<MODEL>_output/ folder in the official layout, from the bundled gold."""
-    bench = MINISET_DIR / "opening" / "OpenING-benchmark"
-    folder.mkdir(parents=True)
-    for line in (bench / "test_data.jsonl").read_text().splitlines():
-        row = json.loads(line)
-        if row["total_uid"] == skip:
-            continue
-        items = []
-        for k, item in enumerate(row["conversations"][1]["output"]):
-            name = f"{row['total_uid']}-o-{k}.jpg"
-            shutil.copy(bench / item["image"], folder / name)
-            items.append({"text": item["text"], "image": name})
-        row["conversations"][1]["output"] = items
-        (folder / f"{row['total_uid']}.json").write_text(json.dumps(row))
 
 
 def test_opening_output_folder_replays_the_gold(tmp_path):

@@ -3,10 +3,9 @@
 import json
 import logging
 import shutil
-from pathlib import Path
 
 from fake_openai import FakeOpenAI, Reply, user_text
-from helpers import cli_json, run_cli
+from helpers import cli_json, run_cli, write_opening_outputs
 
 from interleave_bench.benchmarks.base import MINISET_DIR
 from interleave_bench.scorers.opening import CRITERIA
@@ -141,23 +140,6 @@ def test_faults_are_retried_or_recorded_and_run_completes(tmp_path):
     lines = [json.loads(x) for x in (out / "judgments.jsonl").read_text().splitlines()]
     assert len(lines) == 15 and {x["status"] for x in lines} == {"ok", "invalid", "error"}
     assert all(x["overall"] is None for x in lines if x["status"] != "ok")
-
-
-def write_opening_outputs(folder: Path, skip: str):
-    """A gen_outputs/<MODEL>_output/ folder in the official layout, from the bundled gold."""
-    bench = MINISET_DIR / "opening" / "OpenING-benchmark"
-    folder.mkdir(parents=True)
-    for line in (bench / "test_data.jsonl").read_text().splitlines():
-        row = json.loads(line)
-        if row["total_uid"] == skip:
-            continue
-        out_items = []
-        for k, item in enumerate(row["conversations"][1]["output"]):
-            name = f"{row['total_uid']}-o-{k}.jpg"
-            shutil.copy(bench / item["image"], folder / name)
-            out_items.append({"text": item["text"], "image": name})
-        row["conversations"][1]["output"] = out_items
-        (folder / f"{row['total_uid']}.json").write_text(json.dumps(row))
 
 
 def test_opening_output_folder_with_scores(tmp_path):

@@ -23,8 +23,9 @@ model with edited weights.
 
 from __future__ import annotations
 
-import itertools
 from pathlib import Path
+
+from .tiny_common import sentences, train_bpe
 
 # Emu3's own special tokens (as in the BAAI checkpoints), so the adapter sees the real layout.
 PAD = "<|endoftext|>"
@@ -72,17 +73,11 @@ def visual_token(code: int) -> str:
 
 def _corpus() -> list[str]:
     """Short sentences about pictures plus size headers such as ``4*4``, enough for a small BPE."""
-    subjects = ["the cat", "a red fox", "my friend", "the chef", "a small robot", "the painter"]
-    verbs = ["draws", "looks at", "cooks", "paints", "finds", "describes"]
-    objects = ["a blue house", "the green garden", "an old map", "two apples", "the night sky"]
-    endings = [".", " in the morning.", " step by step.", ": here is the image."]
-    lines = [
-        f"{s} {v} {o}{e}".capitalize()
-        for s, v, o, e in itertools.product(subjects, verbs, objects, endings)
-    ]
-    lines += [f"{h}*{w}" for h in range(1, 17) for w in range(1, 17)]
-    lines += ["USER: Show me how to make tea. ASSISTANT: First boil the water: then add leaves."]
-    return lines
+    return sentences(
+        [".", " in the morning.", " step by step.", ": here is the image."],
+        [f"{h}*{w}" for h in range(1, 17) for w in range(1, 17)]
+        + ["USER: Show me how to make tea. ASSISTANT: First boil the water: then add leaves."],
+    )
 
 
 def build_tokenizer():
@@ -91,20 +86,10 @@ def build_tokenizer():
     The special tokens get ids 0..8 in ``SPECIAL_TOKENS`` order, the visual tokens the next
     ``CODEBOOK_SIZE`` ids. No BOS is added by the tokenizer: ``Emu3Processor`` adds it itself.
     """
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
     visual = [visual_token(i) for i in range(CODEBOOK_SIZE)]
-    trainer = trainers.BpeTrainer(
-        vocab_size=len(SPECIAL_TOKENS) + CODEBOOK_SIZE + 512,
-        special_tokens=SPECIAL_TOKENS + visual,
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
-    tok.train_from_iterator(_corpus(), trainer=trainer)
+    tok = train_bpe(_corpus(), SPECIAL_TOKENS + visual, len(SPECIAL_TOKENS) + CODEBOOK_SIZE + 512)
     return PreTrainedTokenizerFast(
         tokenizer_object=tok,
         bos_token=BOS,

@@ -14,8 +14,9 @@ answers interleave text and images. The saved folder is still an ordinary Janus 
 
 from __future__ import annotations
 
-import itertools
 from pathlib import Path
+
+from .tiny_common import sentences, train_bpe
 
 # The real Janus special tokens (DeepSeek's tokenizer), so the chat format matches checkpoints.
 BOS = "<｜begin▁of▁sentence｜>"
@@ -50,21 +51,15 @@ CHAT_TEMPLATE = (
 
 def _corpus() -> list[str]:
     """A few hundred short sentences about pictures and steps, enough for a small BPE."""
-    subjects = ["the cat", "a red fox", "my friend", "the chef", "a small robot", "the painter"]
-    verbs = ["draws", "looks at", "cooks", "paints", "finds", "describes"]
-    objects = ["a blue house", "the green garden", "an old map", "two apples", "the night sky"]
-    endings = [".", " in the morning.", " step by step.", " and shows the image."]
-    lines = [
-        f"{s} {v} {o}{e}".capitalize()
-        for s, v, o, e in itertools.product(subjects, verbs, objects, endings)
-    ]
-    lines += [
-        "<|User|>: Show me how to make tea.",
-        "<|Assistant|>: First boil the water, then add the leaves.",
-        "Here is a picture of the result.",
-        "Step 1: cut the bread. Step 2: add butter. Step 3: enjoy.",
-    ]
-    return lines
+    return sentences(
+        [".", " in the morning.", " step by step.", " and shows the image."],
+        [
+            "<|User|>: Show me how to make tea.",
+            "<|Assistant|>: First boil the water, then add the leaves.",
+            "Here is a picture of the result.",
+            "Step 1: cut the bread. Step 2: add butter. Step 3: enjoy.",
+        ],
+    )
 
 
 def build_tokenizer():
@@ -74,19 +69,10 @@ def build_tokenizer():
     encoding (as DeepSeek's tokenizer does) and the image tokens are exposed as
     ``image_token``/``boi_token``/``eoi_token``, which ``JanusProcessor`` reads.
     """
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from tokenizers import processors
     from transformers import PreTrainedTokenizerFast
 
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=512,
-        special_tokens=SPECIAL_TOKENS,
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
-    tok.train_from_iterator(_corpus(), trainer=trainer)
+    tok = train_bpe(_corpus(), SPECIAL_TOKENS, 512)
     tok.post_processor = processors.TemplateProcessing(
         single=f"{BOS} $A", pair=f"{BOS} $A {BOS} $B", special_tokens=[(BOS, 0)]
     )

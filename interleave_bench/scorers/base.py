@@ -7,6 +7,7 @@ async-capable call. Failures are judgments with ``status`` invalid/error and a r
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
@@ -119,3 +120,20 @@ class Scorer(ABC):
         return Judgment(
             sample_id, self.name, self.protocol_version, "error", reason=reason, **extra
         )
+
+
+def json_object_in(text: str | None) -> tuple[dict[str, Any] | None, str | None]:
+    """The JSON object a judge reply holds (code fences and prose around it tolerated), or the
+    reason there is none: ``empty reply``, ``no JSON object`` or ``invalid JSON``."""
+    if not text or not text.strip():
+        return None, "empty reply"
+    start, end = text.find("{"), text.rfind("}")
+    if start < 0 or end <= start:
+        return None, "no JSON object"
+    try:
+        value = json.loads(text[start : end + 1])
+    except json.JSONDecodeError:
+        return None, "invalid JSON"
+    if not isinstance(value, dict):
+        return None, "invalid JSON"
+    return value, None

@@ -9,7 +9,6 @@ AVG = the unweighted mean of the five aspect means, overall and per task.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from typing import Any
 
@@ -18,7 +17,7 @@ from ..judges.engine import JudgeEngine
 from ..judges.request import JudgeRequest, Part
 from ..media import ImageError, ImageStore, to_data_url
 from ..types import Interleaved, Judgment, Prediction, Result, Sample
-from .base import Scorer, check_aligned
+from .base import Scorer, check_aligned, json_object_in
 from .protocol_files import PromptSet, load_text_prompt
 
 ASPECTS = (
@@ -57,17 +56,9 @@ def text_aspects_apply(task: str | None) -> bool:
 def parse_aspects(
     text: str | None, aspects: Sequence[str]
 ) -> tuple[dict[str, float] | None, str | None]:
-    if not text or not text.strip():
-        return None, "empty reply"
-    start, end = text.find("{"), text.rfind("}")
-    if start < 0 or end <= start:
-        return None, "no JSON object"
-    try:
-        value = json.loads(text[start : end + 1])
-    except json.JSONDecodeError:
-        return None, "invalid JSON"
-    if not isinstance(value, dict):
-        return None, "invalid JSON"
+    value, why = json_object_in(text)
+    if value is None:
+        return None, why
     missing = [a for a in aspects if a not in value]
     if missing:
         return None, f"missing aspects: {', '.join(missing)}"

@@ -4,7 +4,6 @@ random (the official script's coin flip is the one thing we deliberately do not 
 
 from __future__ import annotations
 
-import json
 import re
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
@@ -14,7 +13,7 @@ from ..judges.engine import JudgeEngine
 from ..judges.request import JudgeRequest, Part
 from ..media import ImageError, ImageStore, to_data_url
 from ..types import Interleaved, Judgment, Prediction, Sample
-from .base import Scorer, check_aligned
+from .base import Scorer, check_aligned, json_object_in
 from .protocol_files import PromptSet
 
 CRITERIA = (
@@ -86,19 +85,11 @@ def win_rates(matches: Iterable[tuple[str, str, str]]) -> dict[str, dict[str, fl
 
 def parse_criteria(text: str | None) -> tuple[dict[str, float] | None, str | None]:
     """Strictly validated 7-criterion JSON: ``{criterion: {"Score": 0-10, "Justification": str}}``."""
-    if not text or not text.strip():
-        return None, "empty reply"
-    start, end = text.find("{"), text.rfind("}")
-    if start < 0 or end <= start:
-        return None, "no JSON object"
-    try:
-        value = json.loads(text[start : end + 1])
-    except json.JSONDecodeError:
-        return None, "invalid JSON"
-    if isinstance(value, dict) and isinstance(value.get("score"), dict):
+    value, why = json_object_in(text)
+    if value is None:
+        return None, why
+    if isinstance(value.get("score"), dict):  # the published file's {"score": {...}} wrapper
         value = value["score"]
-    if not isinstance(value, dict):
-        return None, "invalid JSON"
     missing = [c for c in CRITERIA if c not in value]
     if missing:
         return None, f"missing criteria: {', '.join(missing)}"

@@ -122,21 +122,27 @@ def _check(
     return PromptSet(texts, source, official=not mismatched, mismatched=mismatched, hashes=hashes)
 
 
+def _source(
+    protocol_file: str | Path | None, url: str, cached_name: str, pinned_file_sha256: str | None
+) -> tuple[str, str]:
+    """(text, where it came from): the user's file, or the pinned download (cached)."""
+    if protocol_file is not None:
+        path = Path(protocol_file)
+        try:
+            return path.read_bytes().decode("utf-8"), str(path)
+        except (OSError, UnicodeDecodeError) as e:
+            raise ProtocolError(f"{path}: cannot read ({e})") from None
+    dest = cache_home() / "protocols" / cached_name
+    return _fetch(url, dest, pinned_file_sha256).decode("utf-8"), url
+
+
 def load_mmie_prompts(
     protocol_file: str | Path | None = None, *, allow_unofficial: bool = False
 ) -> PromptSet:
     """SA/PBL/MSR system prompts from MMIE's pinned ``prompts.py`` (or a file you supply)."""
-    if protocol_file is not None:
-        path = Path(protocol_file)
-        try:
-            source_text = path.read_bytes().decode("utf-8")
-        except (OSError, UnicodeDecodeError) as e:
-            raise ProtocolError(f"{path}: cannot read ({e})") from None
-        where = str(path)
-    else:
-        dest = cache_home() / "protocols" / f"mmie-{MMIE_COMMIT[:7]}-prompts.py"
-        source_text = _fetch(MMIE_URL, dest, MMIE_FILE_SHA256).decode("utf-8")
-        where = MMIE_URL
+    source_text, where = _source(
+        protocol_file, MMIE_URL, f"mmie-{MMIE_COMMIT[:7]}-prompts.py", MMIE_FILE_SHA256
+    )
     texts = read_python_constants(source_text, list(MMIE_CONSTANTS), where)
     return _check(texts, MMIE_CONSTANTS, where, allow_unofficial)
 
@@ -146,22 +152,7 @@ def load_opening_prompt(
 ) -> PromptSet:
     """OpenING's ``judge_system`` (pairwise) or ``detailed_score_system`` (7 criteria) prompt."""
     rel, pinned = OPENING_FILES[kind]
-    if protocol_file is not None:
-        path = Path(protocol_file)
-        try:
-            text = path.read_bytes().decode("utf-8")
-        except (OSError, UnicodeDecodeError) as e:
-            raise ProtocolError(f"{path}: cannot read ({e})") from None
-        where = str(path)
-    else:
-        dest = cache_home() / "protocols" / f"opening-{OPENING_COMMIT[:7]}-{Path(rel).name}"
-        text = _fetch(OPENING_BASE + rel, dest, pinned).decode("utf-8")
-        where = OPENING_BASE + rel
-    return _check({kind: text}, {kind: pinned}, where, allow_unofficial)
-
-
-def load_text_prompt(name: str, text: str, source: str) -> PromptSet:
-    """Our own rubric (or any unpinned prompt): usable, never comparable."""
-    return PromptSet(
-        {name: text}, source, official=False, mismatched=(name,), hashes={name: sha256_text(text)}
+    text, where = _source(
+        protocol_file, OPENING_BASE + rel, f"opening-{OPENING_COMMIT[:7]}-{Path(rel).name}", pinned
     )
+    return _check({kind: text}, {kind: pinned}, where, allow_unofficial)
