@@ -31,6 +31,34 @@ BenchArg = Annotated[
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object instead of tables.")]
 
+# options shared by `score` and `eval`
+ProtocolFileOpt = Annotated[
+    Path | None, typer.Option("--protocol-file", help="Official prompt file you supply.")
+]
+AllowUnofficialOpt = Annotated[
+    bool,
+    typer.Option(
+        "--allow-unofficial",
+        help="Use prompts that fail the SHA-256 check (results marked not comparable).",
+    ),
+]
+JudgeBaseUrlOpt = Annotated[
+    str | None, typer.Option("--judge-base-url", help="OpenAI-compatible endpoint.")
+]
+JudgeModelOpt = Annotated[str | None, typer.Option("--judge-model")]
+JudgeKeyEnvOpt = Annotated[
+    str, typer.Option("--judge-key-env", help="Environment variable holding the API key.")
+]
+JudgeTransportOpt = Annotated[
+    str,
+    typer.Option(
+        "--judge-transport",
+        help="sdk (openai.AsyncOpenAI) or aiohttp (lean POST, for fast local servers).",
+    ),
+]
+ConcurrencyOpt = Annotated[int, typer.Option("--concurrency", min=1, help="Judge calls in flight.")]
+DataOpt = Annotated[Path | None, typer.Option("--data", help="Local copy of the benchmark.")]
+
 
 def fail(message: str, code: int = 1) -> typer.Exit:
     err.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
@@ -339,36 +367,18 @@ def score_cmd(
             help="mmie, interleaved_eval, opening_scores, structure, text_similarity, clip_score.",
         ),
     ],
-    protocol_file: Annotated[
-        Path | None, typer.Option("--protocol-file", help="Official prompt file you supply.")
-    ] = None,
-    allow_unofficial: Annotated[
-        bool,
-        typer.Option(
-            "--allow-unofficial",
-            help="Use prompts that fail the SHA-256 check (results marked not comparable).",
-        ),
-    ] = False,
-    judge_base_url: Annotated[
-        str | None, typer.Option("--judge-base-url", help="OpenAI-compatible endpoint.")
-    ] = None,
-    judge_model: Annotated[str | None, typer.Option("--judge-model")] = None,
-    judge_key_env: Annotated[
-        str, typer.Option("--judge-key-env", help="Environment variable holding the API key.")
-    ] = "OPENAI_API_KEY",
-    judge_transport: Annotated[
-        str,
-        typer.Option(
-            "--judge-transport",
-            help="sdk (openai.AsyncOpenAI) or aiohttp (lean POST, for fast local servers).",
-        ),
-    ] = "sdk",
+    protocol_file: ProtocolFileOpt = None,
+    allow_unofficial: AllowUnofficialOpt = False,
+    judge_base_url: JudgeBaseUrlOpt = None,
+    judge_model: JudgeModelOpt = None,
+    judge_key_env: JudgeKeyEnvOpt = "OPENAI_API_KEY",
+    judge_transport: JudgeTransportOpt = "sdk",
     judge_local: Annotated[
         Path | None,
         typer.Option("--judge-local", help="Run a local VLM judge from this path instead."),
     ] = None,
     trust_remote_code: Annotated[bool, typer.Option("--trust-remote-code")] = False,
-    concurrency: Annotated[int, typer.Option("--concurrency", min=1)] = 16,
+    concurrency: ConcurrencyOpt = 16,
     rpm: Annotated[float | None, typer.Option("--rpm", help="Requests-per-minute limit.")] = None,
     tpm: Annotated[float | None, typer.Option("--tpm", help="Tokens-per-minute limit.")] = None,
     max_retries: Annotated[int, typer.Option("--max-retries", min=0)] = 6,
@@ -379,9 +389,7 @@ def score_cmd(
         Path | None,
         typer.Option("--price-table", help='JSON {"model": [usd_in_per_1M, usd_out_per_1M]}.'),
     ] = None,
-    data: Annotated[
-        Path | None, typer.Option("--data", help="Local copy of the benchmark.")
-    ] = None,
+    data: DataOpt = None,
     clip_model: Annotated[
         Path | None, typer.Option("--clip-model", help="CLIP folder for clip_score.")
     ] = None,
@@ -513,9 +521,7 @@ def eval_cmd(
             "--model-type", help="janus, emu3, replay or pipeline (default: config.json)."
         ),
     ] = None,
-    data: Annotated[
-        Path | None, typer.Option("--data", help="Local copy of the benchmark.")
-    ] = None,
+    data: DataOpt = None,
     limit: Annotated[int | None, typer.Option("--limit", min=1)] = None,
     scorers: Annotated[
         str, typer.Option("--scorers", help="Comma list of offline scorers.")
@@ -524,13 +530,13 @@ def eval_cmd(
         str | None,
         typer.Option("--protocol", help="Judge protocol: mmie, interleaved_eval, opening_scores."),
     ] = None,
-    protocol_file: Annotated[Path | None, typer.Option("--protocol-file")] = None,
-    allow_unofficial: Annotated[bool, typer.Option("--allow-unofficial")] = False,
-    judge_base_url: Annotated[str | None, typer.Option("--judge-base-url")] = None,
-    judge_model: Annotated[str | None, typer.Option("--judge-model")] = None,
-    judge_key_env: Annotated[str, typer.Option("--judge-key-env")] = "OPENAI_API_KEY",
-    judge_transport: Annotated[str, typer.Option("--judge-transport")] = "sdk",
-    concurrency: Annotated[int, typer.Option("--concurrency", min=1)] = 16,
+    protocol_file: ProtocolFileOpt = None,
+    allow_unofficial: AllowUnofficialOpt = False,
+    judge_base_url: JudgeBaseUrlOpt = None,
+    judge_model: JudgeModelOpt = None,
+    judge_key_env: JudgeKeyEnvOpt = "OPENAI_API_KEY",
+    judge_transport: JudgeTransportOpt = "sdk",
+    concurrency: ConcurrencyOpt = 16,
     out_dir: Annotated[
         Path | None,
         typer.Option("--out", help="Run folder (default runs/<model>__<bench>; rerun to resume)."),
