@@ -204,6 +204,16 @@ def test_bad_model_inputs_are_clear(tmp_path, tiny_janus):
         "eval", "--model", str(fake), "--bench", "mmie:sample", "--out", str(tmp_path / "o3")
     )
     assert r.exit_code == 1 and "Chameleon cannot emit images" in r.stderr
+    r = run_cli(
+        "eval",
+        "--model",
+        "someorg/some-model",
+        "--bench",
+        "mmie:sample",
+        "--out",
+        str(tmp_path / "o4"),
+    )
+    assert r.exit_code == 1 and "not a local folder and HF_HUB_OFFLINE is set" in r.stderr
     r = run_cli("eval", "--model", str(tiny_janus), "--bench", "mmie:sample", "--scorers", "vibes")
     assert r.exit_code == 2 and "unknown offline scorer" in r.stderr
 
