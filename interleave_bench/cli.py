@@ -393,6 +393,13 @@ def score_cmd(
     clip_model: Annotated[
         Path | None, typer.Option("--clip-model", help="CLIP folder for clip_score.")
     ] = None,
+    predictions_b: Annotated[
+        Path | None,
+        typer.Option("--predictions-b", help="opening_pairwise: the second model's outputs."),
+    ] = None,
+    swap: Annotated[
+        bool, typer.Option("--swap", help="opening_pairwise: judge both orders (position bias).")
+    ] = False,
     preflight: Annotated[bool, typer.Option("--preflight/--no-preflight")] = True,
     out_dir: Annotated[
         Path | None, typer.Option("--out", help="Output folder (default runs/score-<time>).")
@@ -406,7 +413,14 @@ def score_cmd(
     from .judges.client import JudgeUnavailable
     from .runs import RunFolderError
     from .scorers.protocol_files import ProtocolError
-    from .scoring import PROTOCOLS, ScoreError, ScoreOptions, run_score
+    from .scoring import (
+        PAIRWISE_PROTOCOLS,
+        PROTOCOLS,
+        ScoreError,
+        ScoreOptions,
+        run_pairwise,
+        run_score,
+    )
 
     if protocol not in PROTOCOLS:
         raise fail(f"--protocol must be one of {', '.join(PROTOCOLS)}", 2)
@@ -435,6 +449,8 @@ def score_cmd(
         price_table=price_table,
         preflight=preflight,
         clip_model=clip_model,
+        predictions_b=predictions_b,
+        swap=swap,
     )
     counts = {"invalid": 0, "error": 0}
     with Progress(
@@ -462,11 +478,30 @@ def score_cmd(
             bar.update(task, advance=1, description=desc)
 
         try:
-            result, judgments, problems, engine = run_score(opts, on_progress, on_start)
+            if protocol in PAIRWISE_PROTOCOLS:
+                pairwise, judgments, problems, engine = run_pairwise(opts, on_progress, on_start)
+            else:
+                result, judgments, problems, engine = run_score(opts, on_progress, on_start)
         except (DataError, ProtocolError, ScoreError, JudgeUnavailable, RunFolderError) as e:
             raise fail(str(e)) from None
     for p in problems[:20]:
         err.print(f"problem: {p}", markup=False, highlight=False)
+    if protocol in PAIRWISE_PROTOCOLS:
+        if as_json:
+            print_json({**pairwise, "out": str(out_dir)})
+            return
+        table = Table(title=f"{bench} / opening pairwise  (judge: {pairwise['judge']})")
+        table.add_column("model")
+        for way in pairwise["win_rates"]:
+            table.add_column(way, justify="right")
+        for m in pairwise["models"]:
+            cells = [pairwise["win_rates"][w].get(m) for w in pairwise["win_rates"]]
+            table.add_row(escape(m), *("-" if v is None else f"{v:.3f}" for v in cells))
+        out.print(table)
+        out.print(
+            f"counts: {pairwise['counts']}   invalid: {pairwise['invalid_reasons']}", markup=False
+        )
+        return
     if as_json:
         print_json({**result.to_dict(), "out": str(out_dir)})
         return

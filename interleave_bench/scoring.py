@@ -11,7 +11,7 @@ import json
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +28,8 @@ from .types import Judgment, Prediction, Result, Sample
 
 JUDGE_PROTOCOLS = ("mmie", "interleaved_eval", "opening_scores")
 OFFLINE_PROTOCOLS = ("structure", "text_similarity", "clip_score")
-PROTOCOLS = JUDGE_PROTOCOLS + OFFLINE_PROTOCOLS
+PAIRWISE_PROTOCOLS = ("opening_pairwise",)  # two models per sample: `score --predictions-b`
+PROTOCOLS = JUDGE_PROTOCOLS + OFFLINE_PROTOCOLS + PAIRWISE_PROTOCOLS
 
 
 class ScoreError(ValueError):
@@ -57,6 +58,8 @@ class ScoreOptions:
     deadline: float | None = None
     price_table: Path | None = None
     preflight: bool = True
+    predictions_b: Path | None = None
+    swap: bool = False
     clip_model: Path | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -109,6 +112,13 @@ def build_scorer(opts: ScoreOptions, engine: JudgeEngine | None) -> Scorer:
             "detailed_score_system", opts.protocol_file, allow_unofficial=opts.allow_unofficial
         )
         return OpenINGScoreScorer(engine, prompt)  # type: ignore[arg-type]
+    if proto == "opening_pairwise":
+        from .scorers.opening import OpenINGPairwiseScorer
+
+        prompt = pf.load_opening_prompt(
+            "judge_system", opts.protocol_file, allow_unofficial=opts.allow_unofficial
+        )
+        return OpenINGPairwiseScorer(engine, prompt, swap=opts.swap)  # type: ignore[arg-type]
     if proto == "structure":
         from .scorers.structure import StructureScorer
 
@@ -125,7 +135,7 @@ def build_scorer(opts: ScoreOptions, engine: JudgeEngine | None) -> Scorer:
 
 
 def build_engine(opts: ScoreOptions) -> JudgeEngine | None:
-    if opts.protocol not in JUDGE_PROTOCOLS:
+    if opts.protocol not in JUDGE_PROTOCOLS + PAIRWISE_PROTOCOLS:
         return None
     cache = JudgmentCache(opts.out / "judgments.sqlite")
     if opts.judge_local is not None:
@@ -181,7 +191,7 @@ def run_score(
     scorer = build_scorer(opts, engine)
     finished = (opts.out / "results.json").is_file()
     if engine is not None and opts.preflight and not finished:
-        run_sync(engine.backend.preflight())
+        run_sync(preflight(engine))
     if on_start is not None:
         on_start(len(samples))
     reported: set[str] = set()
@@ -214,11 +224,21 @@ def run_score(
     return result, judgments, problems, engine
 
 
+async def preflight(engine: JudgeEngine) -> None:
+    """Probe the judge once on a short-lived loop, closing its connections after."""
+    try:
+        await engine.backend.preflight()
+    finally:
+        await engine.aclose()
+
+
 def score_identity(opts: ScoreOptions) -> dict[str, Any]:
     """What makes two `score` commands the same run (so a rerun resumes, a change refuses)."""
     return {
         "bench": opts.bench,
         "predictions": str(opts.predictions),
+        "predictions_b": None if opts.predictions_b is None else str(opts.predictions_b),
+        "swap": opts.swap,
         "protocol": opts.protocol,
         "protocol_file": None if opts.protocol_file is None else str(opts.protocol_file),
         "allow_unofficial": opts.allow_unofficial,
@@ -252,3 +272,84 @@ def manifest(opts: ScoreOptions, revision: str, scorer: Scorer) -> dict[str, Any
             "seed": 0,
         },
     }
+
+
+def run_pairwise(
+    opts: ScoreOptions,
+    on_progress: Callable[[Judgment, JudgeEngine | None], None] | None = None,
+    on_start: Callable[[int], None] | None = None,
+) -> tuple[dict[str, Any], list[Judgment], list[Problem], JudgeEngine | None]:
+    """OpenING's arena between the models of ``--predictions`` (A) and ``--predictions-b`` (B)
+    on the samples both answered; win rates four ways, unreadable verdicts counted as invalid."""
+    from collections import Counter
+
+    from .scorers.opening import OpenINGPairwiseScorer
+
+    if opts.predictions_b is None:
+        raise ScoreError("opening_pairwise compares two models: pass --predictions-b too")
+    claimed = claim_folder(opts.out, "score", score_identity(opts), {})
+    samples, preds_a, problems, revision = load_inputs(opts)
+    _, preds_b, problems_b, _ = load_inputs(replace(opts, predictions=opts.predictions_b))
+    by_b = {p.sample_id: p for p in preds_b}
+    missing = ("no output file", "no prediction")  # not answered by one side: not a match
+    pairs = [
+        (s, a, by_b[s.id])
+        for s, a in zip(samples, preds_a, strict=True)
+        if s.id in by_b and a.error not in missing and by_b[s.id].error not in missing
+    ]
+    engine = build_engine(opts)
+    scorer = build_scorer(opts, engine)
+    assert isinstance(scorer, OpenINGPairwiseScorer) and engine is not None
+    if opts.preflight and not (opts.out / "results.json").is_file():
+        run_sync(preflight(engine))
+    if on_start is not None:
+        on_start(len(pairs) * (2 if opts.swap else 1))
+    with open(opts.out / "judgments.jsonl", "w", encoding="utf-8") as log:
+
+        def emit(j: Judgment) -> None:
+            log.write(json.dumps(j.to_dict(), ensure_ascii=False) + "\n")
+            log.flush()
+            if on_progress is not None:
+                on_progress(j, engine)
+
+        scorer.on_judgment = emit
+
+        async def go() -> list[Judgment]:
+            try:
+                return await scorer.ascore_pairs(
+                    [p[0] for p in pairs], [p[1] for p in pairs], [p[2] for p in pairs]
+                )
+            finally:
+                await scorer.aclose()
+
+        judgments = run_sync(go())
+    counts = Counter(j.status for j in judgments)
+    result = {
+        "protocol": scorer.protocol_version,
+        "judge": engine.model,
+        "comparable": bool(scorer.comparable),
+        "models": sorted(
+            {preds_a[0].model if preds_a else "A", preds_b[0].model if preds_b else "B"}
+        ),
+        "win_rates": OpenINGPairwiseScorer.rates(judgments),
+        "counts": {
+            "valid": counts.get("ok", 0),
+            "invalid": counts.get("invalid", 0),
+            "error": counts.get("error", 0),
+            "total": len(judgments),
+        },
+        "invalid_reasons": dict(
+            sorted(Counter(j.reason or "unknown" for j in judgments if j.status != "ok").items())
+        ),
+        "swap": opts.swap,
+        "metadata": {
+            "judge_stats": engine.stats.to_dict(),
+            "pairs": len(pairs),
+            "problems": len(problems) + len(problems_b),
+        },
+    }
+    (opts.out / "results.json").write_text(json.dumps(result, indent=2) + "\n")
+    (opts.out / "manifest.json").write_text(
+        json.dumps({**claimed, **manifest(opts, revision, scorer)}, indent=2, default=str) + "\n"
+    )
+    return result, judgments, problems + problems_b, engine

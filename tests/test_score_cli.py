@@ -236,3 +236,69 @@ def test_bad_options_are_clear(tmp_path):
     with FakeOpenAI(lambda body: Reply(status=401)) as server:
         r = run_cli(*score_args(server, preds, prompts, tmp_path / "p"))
     assert r.exit_code == 1 and "not usable" in r.stderr and "401" in r.stderr
+
+
+def test_opening_pairwise_between_two_output_folders(tmp_path):
+    good = tmp_path / "gen_outputs" / "Good_output"
+    write_opening_outputs(good, limit=4)
+    bad = tmp_path / "gen_outputs" / "Bad_output"
+    bad.mkdir(parents=True)
+    for f in good.glob("*.json"):
+        row = json.loads(f.read_text())
+        row["conversations"][1]["output"] = [{"text": "I cannot help.", "image": None}]
+        (bad / f.name).write_text(json.dumps(row))
+    prompt = tmp_path / "judge_system.txt"
+    prompt.write_text("Compare A and B.")
+
+    def script(body):
+        text = user_text(body)
+        if "[Answer of Model A]" not in text:
+            return Reply(content="OK")  # the preflight probe
+        a_part = text.split("[Answer of Model A]")[1].split("[Answer of Model B]")[0]
+        return Reply(content="B is better" if "cannot help" in a_part else "A is better")
+
+    with FakeOpenAI(script) as server:
+        code, result = cli_json(
+            "score",
+            "--bench",
+            "opening:sample",
+            "--predictions",
+            str(good),
+            "--predictions-b",
+            str(bad),
+            "--protocol",
+            "opening_pairwise",
+            "--protocol-file",
+            str(prompt),
+            "--allow-unofficial",
+            "--swap",
+            "--judge-base-url",
+            server.url,
+            "--judge-model",
+            "gpt-4o",
+            "--out",
+            str(tmp_path / "o"),
+        )
+        sent = len(server.requests)
+    assert code == 0, result
+    assert sent == 1 + 4 * 2  # preflight + both orders of 4 pairs
+    assert result["counts"] == {"valid": 8, "invalid": 0, "error": 0, "total": 8}
+    assert result["win_rates"]["fdt"] == {"Bad": 0.0, "Good": 1.0}
+    assert result["comparable"] is False and result["swap"] is True
+    r = run_cli(
+        "score",
+        "--bench",
+        "opening:sample",
+        "--predictions",
+        str(good),
+        "--protocol",
+        "opening_pairwise",
+        "--protocol-file",
+        str(prompt),
+        "--allow-unofficial",
+        "--judge-model",
+        "m",
+        "--out",
+        str(tmp_path / "p"),
+    )
+    assert r.exit_code == 1 and "--predictions-b" in r.stderr
