@@ -1,0 +1,275 @@
+"""`ibench eval`, `ibench report` and `ibench models`: generating, scoring and reporting runs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+from .cli import (
+    AllowUnofficialOpt,
+    ConcurrencyOpt,
+    DataOpt,
+    JsonOpt,
+    JudgeBaseUrlOpt,
+    JudgeKeyEnvOpt,
+    JudgeModelOpt,
+    JudgeTransportOpt,
+    ProtocolFileOpt,
+    app,
+    err,
+    fail,
+    out,
+    print_json,
+    print_result,
+)
+
+# --------------------------------------------------------------------------- eval
+
+
+def _default_out(model: str, bench: str) -> Path:
+    import re
+
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(model.rstrip("/")).name or model)
+    return Path("runs") / f"{name}__{bench.replace(':', '_')}"
+
+
+@app.command("eval")
+def eval_cmd(
+    model: Annotated[
+        str,
+        typer.Option(
+            "--model",
+            help="Model folder, Hub id, or tiny:janus / tiny:emu3 (built on the spot); "
+            "with --model-type replay, outputs of another tool.",
+        ),
+    ] = "tiny:janus",
+    bench: Annotated[
+        str,
+        typer.Option(
+            "--bench", help="mmie, interleavedbench, opening, isg (NAME:sample for the mini set)."
+        ),
+    ] = "mmie:sample",
+    model_type: Annotated[
+        str | None,
+        typer.Option(
+            "--model-type", help="janus, emu3, replay or pipeline (default: config.json)."
+        ),
+    ] = None,
+    data: DataOpt = None,
+    limit: Annotated[int | None, typer.Option("--limit", min=1)] = None,
+    scorers: Annotated[
+        str, typer.Option("--scorers", help="Comma list of offline scorers.")
+    ] = "structure",
+    protocol: Annotated[
+        str | None,
+        typer.Option("--protocol", help="Judge protocol: mmie, interleaved_eval, opening_scores."),
+    ] = None,
+    protocol_file: ProtocolFileOpt = None,
+    allow_unofficial: AllowUnofficialOpt = False,
+    judge_base_url: JudgeBaseUrlOpt = None,
+    judge_model: JudgeModelOpt = None,
+    judge_key_env: JudgeKeyEnvOpt = "OPENAI_API_KEY",
+    judge_transport: JudgeTransportOpt = "sdk",
+    concurrency: ConcurrencyOpt = 16,
+    out_dir: Annotated[
+        Path | None,
+        typer.Option("--out", help="Run folder (default runs/<model>__<bench>; rerun to resume)."),
+    ] = None,
+    device: Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")] = "auto",
+    dtype: Annotated[str | None, typer.Option("--dtype", help="e.g. bfloat16.")] = None,
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1)] = 1,
+    max_new_tokens: Annotated[int, typer.Option("--max-new-tokens", min=1)] = 256,
+    temperature: Annotated[float, typer.Option("--temperature", min=0.0)] = 0.0,
+    top_p: Annotated[float, typer.Option("--top-p")] = 1.0,
+    cfg_scale: Annotated[float, typer.Option("--cfg-scale")] = 5.0,
+    image_size: Annotated[int | None, typer.Option("--image-size")] = None,
+    max_images: Annotated[int, typer.Option("--max-images", min=0)] = 3,
+    max_image_tokens: Annotated[int | None, typer.Option("--max-image-tokens")] = None,
+    seed: Annotated[int, typer.Option("--seed")] = 0,
+    chat_base_url: Annotated[
+        str | None, typer.Option("--chat-base-url", help="Pipeline: the chat model's endpoint.")
+    ] = None,
+    image_generator: Annotated[
+        str | None,
+        typer.Option("--image-generator", help="Pipeline: openai:MODEL or diffusers:PATH."),
+    ] = None,
+    image_base_url: Annotated[
+        str | None, typer.Option("--image-base-url", help="Pipeline: Images API endpoint.")
+    ] = None,
+    templates: Annotated[
+        Path | None, typer.Option("--templates", help="JSON {bench: {category: instruction}}.")
+    ] = None,
+    fail_fast: Annotated[
+        bool, typer.Option("--fail-fast", help="Stop at the first failed generation.")
+    ] = False,
+    report: Annotated[bool, typer.Option("--report/--no-report")] = True,
+    as_json: JsonOpt = False,
+) -> None:
+    """Generate interleaved answers with a model, score them, and write a report (resumable)."""
+    from .benchmarks import DataError
+    from .judges.client import JudgeUnavailable
+    from .models.base import GenerationSettings, ModelError
+    from .runner import EvalConfig, GenerationFailed, Hooks, run_eval
+    from .runs import RunFolderError
+    from .scorers.protocol_files import ProtocolError
+    from .scoring import JUDGE_PROTOCOLS, OFFLINE_PROTOCOLS, ScoreError
+
+    names = [s.strip() for s in scorers.split(",") if s.strip()]
+    bad = [n for n in names if n not in OFFLINE_PROTOCOLS]
+    if bad:
+        raise fail(
+            f"unknown offline scorer(s) {', '.join(bad)}; choose from "
+            f"{', '.join(OFFLINE_PROTOCOLS)} (judges go in --protocol)",
+            2,
+        )
+    if protocol is not None:
+        if protocol not in JUDGE_PROTOCOLS:
+            raise fail(f"--protocol must be one of {', '.join(JUDGE_PROTOCOLS)}", 2)
+        names.append(protocol)
+    out_dir = out_dir or _default_out(model, bench)
+    settings = GenerationSettings(
+        max_new_tokens=max_new_tokens,
+        temperature=temperature,
+        top_p=top_p,
+        cfg_scale=cfg_scale,
+        image_size=image_size,
+        max_images=max_images,
+        max_image_tokens=max_image_tokens,
+        seed=seed,
+        batch_size=batch_size,
+    )
+    judge = {
+        "protocol_file": protocol_file,
+        "allow_unofficial": allow_unofficial,
+        "judge_base_url": judge_base_url,
+        "judge_model": judge_model,
+        "judge_key_env": judge_key_env,
+        "judge_transport": judge_transport,
+        "concurrency": concurrency,
+    }
+    cfg = EvalConfig(
+        model=model,
+        bench=bench,
+        out=out_dir,
+        model_type=model_type,
+        data=data,
+        limit=limit,
+        scorers=names,
+        settings=settings,
+        device=device,
+        dtype=dtype,
+        templates=templates,
+        pipeline={
+            "chat_base_url": chat_base_url,
+            "image_generator": image_generator,
+            "image_base_url": image_base_url,
+            "api_key_env": judge_key_env,
+        },
+        fail_fast=fail_fast,
+        report=report,
+        judge=judge,
+    )
+    counts = {"invalid": 0, "error": 0, "gen_errors": 0}
+    with Progress(
+        TextColumn("{task.fields[label]}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        TextColumn("{task.description}"),
+        console=err,
+        disable=as_json,
+        transient=True,
+    ) as bar:
+        gen = bar.add_task("", total=None, label="generating")
+        jud = bar.add_task("", total=None, label="judging   ")
+
+        def on_start(n_gen: int, n_judge: int) -> None:
+            bar.update(gen, total=n_gen)
+            bar.update(jud, total=n_judge)
+
+        def on_generated(p) -> None:
+            counts["gen_errors"] += bool(p.error)
+            bar.update(gen, advance=1, description=f"errors {counts['gen_errors']}")
+
+        def on_judged(j, engine) -> None:
+            if j.status != "ok":
+                counts[j.status] += 1
+            s = engine.stats if engine is not None else None
+            desc = (
+                f"cost ${s.cost:.4f}  cache hits {s.cache_hits}  " if s else ""
+            ) + f"invalid {counts['invalid']}  errors {counts['error']}"
+            bar.update(jud, advance=1, description=desc)
+
+        try:
+            results = run_eval(cfg, Hooks(on_start, on_generated, on_judged))
+        except KeyboardInterrupt:
+            err.print(
+                f"interrupted: everything finished so far is saved in {out_dir}; rerun the "
+                "same command to resume",
+                markup=False,
+                soft_wrap=True,
+            )
+            raise typer.Exit(130) from None
+        except (
+            DataError,
+            ModelError,
+            RunFolderError,
+            ProtocolError,
+            ScoreError,
+            JudgeUnavailable,
+            GenerationFailed,
+            TimeoutError,
+        ) as e:
+            raise fail(str(e)) from None
+    if as_json:
+        print_json(
+            {
+                "out": str(out_dir),
+                "results": [r.to_dict() for r in results],
+                "generation_errors": counts["gen_errors"],
+            }
+        )
+        return
+    for r in results:
+        print_result(r)
+    report_path = out_dir / "report.html"
+    out.print(
+        f"run folder: {out_dir}" + (f"   report: {report_path}" if report_path.exists() else ""),
+        markup=False,
+    )
+
+
+@app.command("report")
+def report_cmd(
+    run: Annotated[Path, typer.Argument(help="A run folder made by ibench eval.")],
+    to: Annotated[Path | None, typer.Option("--out", help="Where to write the page.")] = None,
+) -> None:
+    """(Re)write the self-contained HTML report of a run folder."""
+    from .report.html import write_report
+
+    if not (run / "manifest.json").exists():
+        raise fail(f"{run}: not a run folder (no manifest.json)")
+    out.print(f"report: {write_report(run, to)}", markup=False)
+
+
+models_app = typer.Typer(help="Model utilities.", no_args_is_help=True)
+app.add_typer(models_app, name="models")
+
+
+@models_app.command("tiny")
+def models_tiny(
+    family: Annotated[str, typer.Argument(help="janus or emu3")],
+    dest: Annotated[Path, typer.Argument(help="Folder to write the model into.")],
+    seed: Annotated[int, typer.Option("--seed")] = 0,
+) -> None:
+    """Build a tiny random model (tokenizer trained in memory) for tests and demos."""
+    if family == "janus":
+        from .models.tiny_janus import build_tiny_janus as build
+    elif family == "emu3":
+        from .models.tiny_emu3 import build_tiny_emu3 as build
+    else:
+        raise fail("family must be janus or emu3", 2)
+    out.print(f"tiny {family}: {build(dest, seed=seed)}", markup=False)

@@ -1,0 +1,258 @@
+"""`ibench aggregate` and `ibench score`: scoring outputs made elsewhere."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from .cli import (
+    AllowUnofficialOpt,
+    ConcurrencyOpt,
+    DataOpt,
+    JsonOpt,
+    JudgeBaseUrlOpt,
+    JudgeKeyEnvOpt,
+    JudgeModelOpt,
+    JudgeTransportOpt,
+    ProtocolFileOpt,
+    app,
+    err,
+    fail,
+    out,
+    print_json,
+    print_result,
+)
+
+# --------------------------------------------------------------------------- aggregate
+
+
+@app.command("aggregate")
+def aggregate_cmd(
+    file: Annotated[Path, typer.Argument(help="A judgment file made by an official tool.")],
+    fmt: Annotated[
+        str, typer.Option("--format", help="opening-scores, opening-pairwise or mmie-feedback.")
+    ],
+    as_json: JsonOpt = False,
+) -> None:
+    """Recompute the official aggregate of a published judgment file."""
+    from .benchmarks import DataError
+    from .importers import FORMATS, aggregate_file
+
+    if fmt not in FORMATS:
+        raise fail(f"--format must be one of {', '.join(FORMATS)}", 2)
+    try:
+        value, imported = aggregate_file(file, fmt)
+    except DataError as e:
+        raise fail(str(e)) from None
+    for p in imported.problems[:20]:
+        err.print(f"problem: {p}", markup=False, highlight=False)
+    if len(imported.problems) > 20:
+        err.print(f"... and {len(imported.problems) - 20} more problems", markup=False)
+    if as_json:
+        print_json(value)
+        return
+    table = Table(title=f"{file.name} ({fmt})")
+    if fmt == "mmie-feedback":
+        table.add_column("category")
+        table.add_column("mean (0-6)", justify="right")
+        table.add_column("n", justify="right")
+        for name, entry in value["by_category"].items():
+            table.add_row(escape(name), str(entry["mean"]), str(entry["n"]))
+        table.add_row("overall", str(value["overall"]), str(value["counts"]["valid"]))
+        out.print(table)
+        out.print(
+            f"percent: {value.get('overall_percent')}   counts: {value['counts']}   "
+            f"invalid: {value['invalid_reasons']}",
+            markup=False,
+        )
+        return
+    columns = (
+        list(value)
+        if fmt == "opening-pairwise"
+        else sorted({c for row in value.values() for c in row}, key=lambda c: (c == "Overall", c))
+    )
+    table.add_column("model")
+    for c in columns:
+        table.add_column(c, justify="right")
+    models = (
+        sorted({m for col in value.values() for m in col})
+        if fmt == "opening-pairwise"
+        else list(value)
+    )
+    for m in models:
+        cells = (
+            [value[c].get(m) for c in columns]
+            if fmt == "opening-pairwise"
+            else [value[m].get(c) for c in columns]
+        )
+        table.add_row(escape(m), *("-" if v is None else f"{v:.4g}" for v in cells))
+    out.print(table)
+
+
+# --------------------------------------------------------------------------- score
+
+
+@app.command("score")
+def score_cmd(
+    bench: Annotated[str, typer.Option("--bench", help="mmie, interleavedbench, opening or isg.")],
+    predictions: Annotated[
+        Path,
+        typer.Option(
+            "--predictions",
+            help="MMIE JSON, predictions.jsonl, a run folder, or an OpenING <MODEL>_output/ folder.",
+        ),
+    ],
+    protocol: Annotated[
+        str,
+        typer.Option(
+            "--protocol",
+            help="mmie, interleaved_eval, opening_scores, structure, text_similarity, clip_score.",
+        ),
+    ],
+    protocol_file: ProtocolFileOpt = None,
+    allow_unofficial: AllowUnofficialOpt = False,
+    judge_base_url: JudgeBaseUrlOpt = None,
+    judge_model: JudgeModelOpt = None,
+    judge_key_env: JudgeKeyEnvOpt = "OPENAI_API_KEY",
+    judge_transport: JudgeTransportOpt = "sdk",
+    judge_local: Annotated[
+        Path | None,
+        typer.Option("--judge-local", help="Run a local VLM judge from this path instead."),
+    ] = None,
+    trust_remote_code: Annotated[bool, typer.Option("--trust-remote-code")] = False,
+    concurrency: ConcurrencyOpt = 16,
+    rpm: Annotated[float | None, typer.Option("--rpm", help="Requests-per-minute limit.")] = None,
+    tpm: Annotated[float | None, typer.Option("--tpm", help="Tokens-per-minute limit.")] = None,
+    max_retries: Annotated[int, typer.Option("--max-retries", min=0)] = 6,
+    deadline: Annotated[
+        float | None, typer.Option("--deadline", help="Seconds for all judge calls.")
+    ] = None,
+    price_table: Annotated[
+        Path | None,
+        typer.Option("--price-table", help='JSON {"model": [usd_in_per_1M, usd_out_per_1M]}.'),
+    ] = None,
+    data: DataOpt = None,
+    clip_model: Annotated[
+        Path | None, typer.Option("--clip-model", help="CLIP folder for clip_score.")
+    ] = None,
+    predictions_b: Annotated[
+        Path | None,
+        typer.Option("--predictions-b", help="opening_pairwise: the second model's outputs."),
+    ] = None,
+    swap: Annotated[
+        bool, typer.Option("--swap", help="opening_pairwise: judge both orders (position bias).")
+    ] = False,
+    preflight: Annotated[bool, typer.Option("--preflight/--no-preflight")] = True,
+    out_dir: Annotated[
+        Path | None, typer.Option("--out", help="Output folder (default runs/score-<time>).")
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Score predictions made elsewhere with one protocol; reruns are served from the cache."""
+    import time as _time
+
+    from .benchmarks import DataError
+    from .judges.client import JudgeUnavailable
+    from .runs import RunFolderError
+    from .scorers.protocol_files import ProtocolError
+    from .scoring import (
+        PAIRWISE_PROTOCOLS,
+        PROTOCOLS,
+        ScoreError,
+        ScoreOptions,
+        run_pairwise,
+        run_score,
+    )
+
+    if protocol not in PROTOCOLS:
+        raise fail(f"--protocol must be one of {', '.join(PROTOCOLS)}", 2)
+    if judge_transport not in ("sdk", "aiohttp"):
+        raise fail("--judge-transport must be sdk or aiohttp", 2)
+    out_dir = out_dir or Path("runs") / _time.strftime("score-%Y%m%d-%H%M%S")
+    opts = ScoreOptions(
+        bench=bench,
+        predictions=predictions,
+        protocol=protocol,
+        out=out_dir,
+        data=data,
+        protocol_file=protocol_file,
+        allow_unofficial=allow_unofficial,
+        judge_model=judge_model,
+        judge_base_url=judge_base_url,
+        judge_key_env=judge_key_env,
+        judge_transport=judge_transport,
+        judge_local=judge_local,
+        trust_remote_code=trust_remote_code,
+        concurrency=concurrency,
+        requests_per_minute=rpm,
+        tokens_per_minute=tpm,
+        max_retries=max_retries,
+        deadline=deadline,
+        price_table=price_table,
+        preflight=preflight,
+        clip_model=clip_model,
+        predictions_b=predictions_b,
+        swap=swap,
+    )
+    counts = {"invalid": 0, "error": 0}
+    with Progress(
+        TextColumn("judging"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        TextColumn("{task.description}"),
+        console=err,
+        disable=as_json,
+        transient=True,
+    ) as bar:
+        task = bar.add_task("", total=None)
+
+        def on_start(n: int) -> None:
+            bar.update(task, total=n)
+
+        def on_progress(j, engine) -> None:
+            if j.status != "ok":
+                counts[j.status] += 1
+            s = engine.stats if engine is not None else None
+            desc = (
+                f"cost ${s.cost:.4f}  cache hits {s.cache_hits}  " if s else ""
+            ) + f"invalid {counts['invalid']}  errors {counts['error']}"
+            bar.update(task, advance=1, description=desc)
+
+        try:
+            if protocol in PAIRWISE_PROTOCOLS:
+                pairwise, judgments, problems, engine = run_pairwise(opts, on_progress, on_start)
+            else:
+                result, judgments, problems, engine = run_score(opts, on_progress, on_start)
+        except (DataError, ProtocolError, ScoreError, JudgeUnavailable, RunFolderError) as e:
+            raise fail(str(e)) from None
+    for p in problems[:20]:
+        err.print(f"problem: {p}", markup=False, highlight=False)
+    if protocol in PAIRWISE_PROTOCOLS:
+        if as_json:
+            print_json({**pairwise, "out": str(out_dir)})
+            return
+        table = Table(title=f"{bench} / opening pairwise  (judge: {pairwise['judge']})")
+        table.add_column("model")
+        for way in pairwise["win_rates"]:
+            table.add_column(way, justify="right")
+        for m in pairwise["models"]:
+            cells = [pairwise["win_rates"][w].get(m) for w in pairwise["win_rates"]]
+            table.add_row(escape(m), *("-" if v is None else f"{v:.3f}" for v in cells))
+        out.print(table)
+        out.print(
+            f"counts: {pairwise['counts']}   invalid: {pairwise['invalid_reasons']}", markup=False
+        )
+        return
+    if as_json:
+        print_json({**result.to_dict(), "out": str(out_dir)})
+        return
+    print_result(result)
+    if engine is not None:
+        err.print(f"judge: {engine.stats.to_dict()}", markup=False)
+    out.print(f"written to {out_dir}", markup=False)
