@@ -12,13 +12,11 @@ from fake_openai import FakeOpenAI, ImageReply, Reply, image_urls, user_text
 from helpers import png_bytes
 
 from interleave_bench.media import ImageStore, open_image
-from interleave_bench.models.pipeline import (
-    DEFAULT_SYSTEM_PROMPT,
+from interleave_bench.models.image_generators import (
     DiffusersImageGenerator,
     OpenAIImageGenerator,
-    PipelineAdapter,
-    parse_reply,
 )
+from interleave_bench.models.pipeline import DEFAULT_SYSTEM_PROMPT, PipelineAdapter, parse_reply
 from interleave_bench.types import Interleaved, Segment
 
 KEY = "sk-test-pipeline-SECRET-0123456789"

@@ -80,7 +80,8 @@ def load_adapter(
 
 def _pipeline(chat_model: str, opts: dict[str, Any]) -> Any:
     """``--image-generator openai:MODEL`` (Images API) or ``diffusers:PATH`` (local pipeline)."""
-    from .pipeline import DiffusersImageGenerator, OpenAIImageGenerator, PipelineAdapter
+    from .image_generators import DiffusersImageGenerator, OpenAIImageGenerator
+    from .pipeline import PipelineAdapter
 
     spec = opts.get("image_generator") or "openai:dall-e-3"
     kind, _, target = spec.partition(":")
