@@ -37,6 +37,7 @@ import torch
 from ..media import ImageStore, load_ref
 from ..types import Interleaved, Segment
 from .base import DecodeTrace, GenerationOutput, GenerationSettings
+from .sampling import allowed_logprobs, resolve_device, resolve_dtype, sample_token
 
 # grammar modes
 TEXT, HEADER, GRID, TAIL, DONE = "text", "header", "grid", "tail", "done"
@@ -221,33 +222,6 @@ def _forward(model: Any, cache: Any, **inputs: Any) -> tuple[torch.Tensor, Any]:
     return out.logits[0, -1].float(), new_cache
 
 
-def _constrained_logprobs(
-    logits: torch.Tensor, mask: torch.Tensor, temperature: float
-) -> torch.Tensor:
-    """Log-softmax over the allowed tokens at the sampling temperature (1 when greedy)."""
-    x = logits.masked_fill(~mask, float("-inf"))
-    return torch.log_softmax(x / temperature if temperature > 0 else x, dim=-1)
-
-
-def _pick(
-    logits: torch.Tensor,
-    mask: torch.Tensor,
-    temperature: float,
-    top_p: float,
-    generator: torch.Generator | None,
-) -> tuple[int, torch.Tensor]:
-    """Sample (or argmax) under the mask; returns the token and the constrained log-probs."""
-    logp = _constrained_logprobs(logits, mask, temperature)
-    if temperature <= 0:
-        return int(torch.argmax(logp)), logp
-    probs = logp.exp()
-    if top_p < 1.0:
-        sorted_p, order = torch.sort(probs, descending=True)
-        drop = torch.cumsum(sorted_p, dim=-1) - sorted_p >= top_p  # keep the nucleus
-        probs = probs.scatter(0, order, sorted_p.masked_fill(drop, 0.0))
-    return int(torch.multinomial(probs, 1, generator=generator)), logp
-
-
 @torch.no_grad()
 def interleaved_decode(
     model: Any,
@@ -289,11 +263,11 @@ def interleaved_decode(
                 u = torch.log_softmax(u_logits[visual], dim=-1)
                 scores = torch.full_like(logits, float("-inf"))
                 scores[visual] = u + cfg_scale * (c - u)
-            token, logp = _pick(scores, mask, temperature, top_p, generator)
+            token, logp = sample_token(scores, temperature, top_p, generator, mask)
             lp = float(logp[token])
             clp = lp
             if scores is not logits:
-                clp = float(_constrained_logprobs(logits, mask, temperature)[token])
+                clp = float(allowed_logprobs(logits, mask, temperature)[token])
             if step.kind == VISUAL:
                 grids[-1].append(token)
         if grammar.mode == TEXT and token == grammar.vocab.boi:
@@ -333,24 +307,6 @@ def _spans(kinds: list[str], tokens: list[int], boi: int) -> list[tuple[str, int
     return spans
 
 
-def _device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
-
-
-def _dtype(dtype: str | torch.dtype | None, device: torch.device) -> torch.dtype:
-    """None picks bfloat16 on a GPU and float32 on the CPU; strings name torch dtypes."""
-    if isinstance(dtype, torch.dtype):
-        return dtype
-    if dtype is None or dtype == "auto":
-        return torch.bfloat16 if device.type == "cuda" else torch.float32
-    value = getattr(torch, str(dtype).removeprefix("torch."), None)
-    if not isinstance(value, torch.dtype):
-        raise ValueError(f"unknown dtype {dtype!r} (try float32, bfloat16 or float16)")
-    return value
-
-
 class Emu3Adapter:
     """``ModelAdapter`` for Emu3 checkpoints (``Emu3ForConditionalGeneration`` + ``Emu3Processor``).
 
@@ -374,9 +330,11 @@ class Emu3Adapter:
         from transformers import Emu3ForConditionalGeneration, Emu3Processor
 
         self.model_id = str(path)
-        self.device = _device(device)
+        self.device = resolve_device(device)
         self.processor = Emu3Processor.from_pretrained(path)
-        model = Emu3ForConditionalGeneration.from_pretrained(path, dtype=_dtype(dtype, self.device))
+        model = Emu3ForConditionalGeneration.from_pretrained(
+            path, dtype=resolve_dtype(dtype, self.device)
+        )
         self.model = model.to(self.device).eval()
         self.vocab = Emu3Vocab.from_model(self.model, self.processor)
         self.negative_prompt = negative_prompt

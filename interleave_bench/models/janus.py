@@ -40,6 +40,7 @@ from typing import TYPE_CHECKING, Any
 from ..media import ImageStore, load_ref
 from ..types import Interleaved, Segment
 from .base import DecodeTrace, GenerationOutput, GenerationSettings
+from .sampling import resolve_device, resolve_dtype, sample_token
 
 if TYPE_CHECKING:
     import torch
@@ -137,21 +138,8 @@ def embed_generated(model: Any, token_ids: list[int], image_mask: list[bool]) ->
 def _pick(
     logits: torch.Tensor, temperature: float, top_p: float, generator: torch.Generator | None
 ) -> tuple[int, float]:
-    """Choose a token from float32 ``(V,)`` logits; return it with its log-prob under the
-    distribution actually used (see the module docstring for greedy)."""
-    import torch
-
-    if temperature <= 0:
-        token = int(torch.argmax(logits))
-        return token, float(torch.log_softmax(logits, -1)[token])
-    scaled = logits / temperature
-    if top_p < 1.0:
-        sorted_logits, order = torch.sort(scaled, descending=True)
-        probs = torch.softmax(sorted_logits, -1)
-        drop = (torch.cumsum(probs, -1) - probs) >= top_p  # the first token is always kept
-        scaled = scaled.scatter(0, order[drop], float("-inf"))
-    logp = torch.log_softmax(scaled, -1)
-    token = int(torch.multinomial(logp.exp(), 1, generator=generator))
+    """A token and its log-prob under the shared convention of ``models.sampling``."""
+    token, logp = sample_token(logits, temperature, top_p, generator)
     return token, float(logp[token])
 
 
@@ -317,27 +305,6 @@ def decode_codes(model: Any, processor: Any, codes: list[int]) -> Image.Image:
     return image.convert("RGB")
 
 
-def _resolve_device(device: str) -> str:
-    import torch
-
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
-        raise ValueError(f"device must be 'auto', 'cpu' or 'cuda[:N]', got {device!r}")
-    return device
-
-
-def _resolve_dtype(dtype: str | None, device: str) -> torch.dtype:
-    import torch
-
-    if dtype is None:
-        return torch.bfloat16 if device.startswith("cuda") else torch.float32
-    resolved = getattr(torch, dtype, None)
-    if not isinstance(resolved, torch.dtype):
-        raise ValueError(f"unknown dtype {dtype!r} (try float32, bfloat16, float16)")
-    return resolved
-
-
 class JanusAdapter:
     """``ModelAdapter`` for Janus/Janus-Pro checkpoints loaded with transformers.
 
@@ -357,9 +324,9 @@ class JanusAdapter:
     ) -> None:
         from transformers import JanusForConditionalGeneration, JanusProcessor
 
-        self.device = _resolve_device(device)
+        self.device = str(resolve_device(device))
         model = JanusForConditionalGeneration.from_pretrained(
-            str(path), dtype=_resolve_dtype(dtype, self.device)
+            str(path), dtype=resolve_dtype(dtype, self.device)
         )
         self.model = model.to(self.device).eval()
         self.processor = JanusProcessor.from_pretrained(str(path))
