@@ -156,3 +156,10 @@ def load_opening_prompt(
         protocol_file, OPENING_BASE + rel, f"opening-{OPENING_COMMIT[:7]}-{Path(rel).name}", pinned
     )
     return _check({kind: text}, {kind: pinned}, where, allow_unofficial)
+
+
+def load_text_prompt(name: str, text: str, source: str) -> PromptSet:
+    """Our own rubric (or any unpinned prompt): usable, never comparable."""
+    return PromptSet(
+        {name: text}, source, official=False, mismatched=(name,), hashes={name: sha256_text(text)}
+    )
