@@ -312,3 +312,6 @@ def main() -> None:
 
 # the other command groups register themselves on `app` when imported
 from . import cli_eval, cli_score  # noqa: E402, F401
+from .leaderboard.cli import leaderboard_app  # noqa: E402
+
+app.add_typer(leaderboard_app, name="leaderboard")

@@ -179,6 +179,7 @@ class InterleavedEvalScorer(Scorer):
             judge=self.engine.model,
             protocol=self.protocol_version,
             prompt_source=self.prompt.source,
+            prompt_sha256=dict(self.prompt.hashes),
         )
 
 
@@ -199,6 +200,7 @@ def aggregate_aspects(
     judge: str | None,
     protocol: str,
     prompt_source: str = "",
+    prompt_sha256: dict[str, str] | None = None,
 ) -> Result:
     from collections import Counter
 
@@ -236,5 +238,6 @@ def aggregate_aspects(
             "aspects": {a: None if v is None else round(v, 2) for a, v in means.items()},
             "official_aggregate": "AVG = mean of the five aspect means",
             "prompt_source": prompt_source,
+            "prompt_sha256": prompt_sha256 or {},
         },
     )

@@ -224,6 +224,7 @@ class MMIEScorer(Scorer):
             metadata={
                 "prompt_source": self.prompts.source,
                 "prompts_official": self.prompts.official,
+                "prompt_sha256": dict(self.prompts.hashes),
                 "judge_stats": self.engine.stats.to_dict(),
             },
         )

@@ -1,0 +1,167 @@
+"""``ibench leaderboard``: show, submit, build. Registered in the main app with
+``app.add_typer(leaderboard_app, name="leaderboard")``; the shared helpers (``fail``,
+``print_json``, consoles) are imported when a command runs, so either module may load first."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+from rich.text import Text
+
+leaderboard_app = typer.Typer(
+    help="Leaderboards: published results with provenance, validated submissions, a static site.",
+    no_args_is_help=True,
+)
+
+DirOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--dir",
+        help="Leaderboards folder (default: $IBENCH_LEADERBOARDS, ./leaderboards, the checkout's).",
+    ),
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")]
+
+
+def _cells(value: object, digits: int = 2) -> str:
+    from ..report.svg import fmt_num
+
+    return fmt_num(value, digits)
+
+
+@leaderboard_app.command("show")
+def show_cmd(
+    bench: Annotated[str, typer.Argument(help="mmie, interleavedbench or opening.")],
+    sort: Annotated[
+        str | None, typer.Option("--sort", help="Column key or label (default: overall).")
+    ] = None,
+    lb_dir: DirOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Print a leaderboard: per-category columns, intervals, the comparable flag and sources."""
+    from ..cli import err, fail, out, print_json
+    from .schema import BoardError
+    from .show import SortError, flat, ordered
+    from .store import leaderboards_dir, load_board
+
+    try:
+        board = load_board(bench.partition(":")[0], leaderboards_dir(lb_dir))
+        groups = ordered(board, sort)
+    except BoardError as e:
+        raise fail(str(e), 2) from None
+    except SortError as e:
+        raise fail(str(e), 2) from None
+    for p in board.problems:
+        err.print(f"skipped: {p}", markup=False, highlight=False)
+    if as_json:
+        print_json([flat(board, r) for _, rows in groups for r in rows])
+        return
+    for key, rows in groups:
+        table = Table(title=Text(f"{board.title}: {board.tables[key]}  (scale {rows[0]['scale']})"))
+        table.add_column("model", min_width=16)
+        for c in board.columns:
+            table.add_column(Text(c.label), justify="right", min_width=5)
+        table.add_column(Text(board.overall_label), justify="right", no_wrap=True)
+        table.add_column("95% CI", no_wrap=True)
+        table.add_column("n", justify="right", no_wrap=True)
+        table.add_column("comparable", min_width=3)
+        table.add_column("date", no_wrap=True)
+        table.add_column("source", overflow="ellipsis", no_wrap=True, min_width=8, max_width=40)
+        for r in rows:
+            ci = (r.get("ci") or {}).get("overall")
+            model = r["model"] + (f" [subset: {r['subset']}]" if r.get("subset") else "")
+            table.add_row(
+                Text(model),
+                *(Text(_cells(r["scores"].get(c.key))) for c in board.columns),
+                Text(_cells(r.get("overall"))),
+                Text(f"[{_cells(ci[0])}, {_cells(ci[1])}]" if ci else "–"),
+                Text(_cells(r.get("n"), 0)),
+                Text(
+                    "yes" if r["comparable"] else "no", style="green" if r["comparable"] else "red"
+                ),
+                Text(r["date"]),
+                Text(r["source"]),
+            )
+        out.print(table)
+
+
+@leaderboard_app.command("submit")
+def submit_cmd(
+    run: Annotated[Path, typer.Argument(help="A run folder, or a .tar.gz/.tgz/.tar/.zip of one.")],
+    bench: Annotated[str, typer.Option("--bench", help="mmie, interleavedbench or opening.")],
+    name: Annotated[
+        str | None, typer.Option("--name", help="Model name shown in the table.")
+    ] = None,
+    subset: Annotated[
+        str | None,
+        typer.Option("--subset", help="Label an explicit subset (e.g. a NAME:sample run)."),
+    ] = None,
+    data: Annotated[
+        Path | None, typer.Option("--data", help="Local copy of the benchmark for coverage.")
+    ] = None,
+    lb_dir: DirOpt = None,
+    report: Annotated[
+        bool, typer.Option("--report/--no-report", help="Render a sample report for the row.")
+    ] = True,
+    as_json: JsonOpt = False,
+) -> None:
+    """Validate a run and, when every check passes, write its row under leaderboards/submissions/."""
+    from ..cli import err, out, print_json
+    from .submit import validate_submission
+
+    outcome = validate_submission(
+        run,
+        bench.partition(":")[0],
+        name=name,
+        subset=subset,
+        data=data,
+        leaderboards=lb_dir,
+        report=report,
+    )
+    if as_json:
+        print_json(outcome.to_dict())
+    elif outcome.ok:
+        row = outcome.row or {}
+        out.print(
+            f"accepted: {row.get('model')} overall {row.get('overall')} (scale {row.get('scale')}, "
+            f"comparable: {row.get('comparable')})",
+            markup=False,
+            highlight=False,
+        )
+        for p in outcome.written:
+            out.print(f"wrote {p}", markup=False, highlight=False)
+        for n in outcome.notes:
+            err.print(n, markup=False, highlight=False)
+    else:
+        err.print(f"rejected: {len(outcome.problems)} problem(s)", markup=False)
+        for p in outcome.problems:
+            err.print(f"  - {p}", markup=False, highlight=False, soft_wrap=True)
+    if not outcome.ok:
+        raise typer.Exit(1)
+
+
+@leaderboard_app.command("build")
+def build_cmd(
+    out_dir: Annotated[Path, typer.Option("--out", help="Folder for the static site.")],
+    lb_dir: DirOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Write a static site: an index and one page per benchmark (sortable tables, charts)."""
+    from ..cli import err, fail, out, print_json
+    from .schema import BoardError
+    from .site import build_site
+    from .store import leaderboards_dir
+
+    try:
+        pages, warnings = build_site(leaderboards_dir(lb_dir), out_dir)
+    except BoardError as e:
+        raise fail(str(e)) from None
+    for w in warnings:
+        err.print(f"skipped: {w}", markup=False, highlight=False)
+    if as_json:
+        print_json({"pages": [str(p) for p in pages], "warnings": warnings})
+        return
+    out.print(f"site: {out_dir / 'index.html'} ({len(pages)} pages)", markup=False)

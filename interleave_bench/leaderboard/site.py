@@ -1,0 +1,268 @@
+"""``ibench leaderboard build``: a static site, one page per benchmark plus an index.
+
+Each page holds one sortable table per board table (the order without JavaScript is overall, high
+first), an inline-SVG bar chart of the overall score with 95% whiskers where a row carries an
+interval, and links to sample reports. Every string from a board file is escaped; the CSP is the
+report's (no network, the one hashed script); a report file is copied only when it opens with the
+exact head our renderer writes, so its own CSP stops any script added after it.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from html import escape
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+from .. import __version__
+from ..report.assets import JS as REPORT_JS
+from ..report.assets import content_security_policy
+from ..report.html import esc
+from ..report.svg import axis_range, fmt_num
+from .schema import Board, safe_url
+from .show import ordered
+from .site_assets import CSS, JS
+from .store import board_names, load_board
+
+MAX_REPORT_BYTES = 256 * 1024**2
+
+
+def _head(title: str) -> str:
+    return (
+        "<!DOCTYPE html>\n"
+        '<html lang="en"><head><meta charset="utf-8">'
+        f'<meta http-equiv="Content-Security-Policy" content="{esc(content_security_policy(JS))}">'
+        '<meta name="viewport" content="width=device-width,initial-scale=1">'
+        f'<meta name="generator" content="interleave_bench {esc(__version__)}">'
+        f"<title>{esc(title)}</title><style>{CSS}</style></head><body><main>"
+    )
+
+
+def _page(title: str, body: str) -> str:
+    return f"{_head(title)}{body}</main><script>{JS}</script></body></html>\n"
+
+
+def _report_prefix() -> bytes:
+    """How every page our report renderer writes begins (see report.html.render_report)."""
+    return (
+        "<!DOCTYPE html>\n"
+        '<html lang="en"><head><meta charset="utf-8">'
+        f'<meta http-equiv="Content-Security-Policy" '
+        f'content="{esc(content_security_policy(REPORT_JS))}">'
+    ).encode()
+
+
+def overall_chart(rows: list[dict[str, Any]], scale: str, label: str, width: int = 900) -> str:
+    """Horizontal bars of the overall score, one per row, with the interval as a whisker."""
+    items = [r for r in rows if isinstance(r.get("overall"), (int, float))]
+    if not items:
+        return ""
+    values = [float(r["overall"]) for r in items]
+    values += [float(v) for r in items for v in ((r.get("ci") or {}).get("overall") or [])]
+    lo, hi = axis_range(scale, values)
+    label_w, value_w, bar_h, gap, top = 240, 140, 16, 5, 22
+    plot_w = width - label_w - value_w
+    height = top + len(items) * (bar_h + gap) + 4
+
+    def x(v: float) -> float:
+        return label_w + max(0.0, min(1.0, (v - lo) / (hi - lo))) * plot_w
+
+    title = f"{label} by model"
+    parts = [
+        f'<svg class="chart" xmlns="http://www.w3.org/2000/svg" width="{width}" '
+        f'height="{height}" viewBox="0 0 {width} {height}" role="img" '
+        f'aria-label="{esc(title)}"><title>{escape(title)}</title>'
+    ]
+    for i in range(5):
+        v = lo + (hi - lo) * i / 4
+        gx = x(v)
+        parts.append(
+            f'<line x1="{gx:.1f}" y1="{top - 4}" x2="{gx:.1f}" y2="{height - 2}" class="grid"/>'
+            f'<text x="{gx:.1f}" y="{top - 8}" text-anchor="middle" class="tick">'
+            f"{escape(fmt_num(v, 2))}</text>"
+        )
+    for i, r in enumerate(items):
+        y = top + i * (bar_h + gap)
+        m = float(r["overall"])
+        name = str(r["model"])
+        short = name if len(name) <= 34 else name[:33] + "…"
+        ci = (r.get("ci") or {}).get("overall")
+        shown = fmt_num(m, 2) + (f" [{fmt_num(ci[0], 2)}, {fmt_num(ci[1], 2)}]" if ci else "")
+        cls = "bar" if r["comparable"] else "bar nc"
+        parts.append(
+            f"<g><title>{escape(name)}: {escape(shown)}</title>"
+            f'<text x="{label_w - 6}" y="{y + bar_h - 4}" text-anchor="end" class="lbl">'
+            f"{escape(short)}</text>"
+            f'<rect x="{label_w}" y="{y}" width="{max(1.0, x(m) - x(lo)):.1f}" '
+            f'height="{bar_h}" class="{cls}"/>'
+        )
+        if ci:
+            a, b, cy = x(float(ci[0])), x(float(ci[1])), y + bar_h / 2
+            parts.append(
+                f'<path d="M{a:.1f} {cy - 5:.1f}v10M{a:.1f} {cy:.1f}H{b:.1f}'
+                f'M{b:.1f} {cy - 5:.1f}v10" class="ci"/>'
+            )
+        parts.append(
+            f'<text x="{label_w + plot_w + 6}" y="{y + bar_h - 4}" class="val">'
+            f"{escape(shown)}</text></g>"
+        )
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def _th(key: str, label: str, kind: str) -> str:
+    return (
+        f'<th data-key="{esc(key)}" data-type="{kind}"><button type="button">{esc(label)}'
+        "</button></th>"
+    )
+
+
+def _num_td(v: Any) -> str:
+    if not isinstance(v, (int, float)) or isinstance(v, bool):
+        return '<td class="num" data-v="">–</td>'
+    return f'<td class="num" data-v="{esc(repr(float(v)))}">{esc(fmt_num(v, 2))}</td>'
+
+
+def _model_td(row: dict[str, Any], report_href: str | None) -> str:
+    bits = [esc(row["model"])]
+    if row.get("subset"):
+        bits.append(f' <span class="badge st-none">subset: {esc(row["subset"])}</span>')
+    if row["provenance"] != "published":
+        bits.append(f' <span class="badge st-none">{esc(row["provenance"])}</span>')
+    if report_href:
+        bits.append(f' <a href="{esc(report_href)}" rel="noopener noreferrer">samples</a>')
+    return f'<td class="model" data-v="{esc(row["model"])}">{"".join(bits)}</td>'
+
+
+def _table(board: Board, key: str, rows: list[dict[str, Any]], reports: dict[int, str]) -> str:
+    head = [_th("model", "Model", "text")]
+    head += [_th(c.key, c.label, "num") for c in board.columns]
+    head += [
+        _th("overall", board.overall_label, "num"),
+        "<th>95% CI</th>",
+        _th("n", "n", "num"),
+        _th("comparable", "Comparable", "text"),
+        _th("date", "Date", "text"),
+        "<th>Source</th>",
+    ]
+    body = []
+    for i, r in enumerate(rows):
+        ci = (r.get("ci") or {}).get("overall")
+        ci_s = f"[{fmt_num(ci[0], 2)}, {fmt_num(ci[1], 2)}]" if ci else "–"
+        comp = "yes" if r["comparable"] else "no"
+        source = esc(r["source"])
+        if safe_url(r.get("source_url")):
+            source = f'<a href="{esc(r["source_url"])}" rel="noopener noreferrer">{source}</a>'
+        cells = [_model_td(r, reports.get(id(r)))]
+        cells += [_num_td(r["scores"].get(c.key)) for c in board.columns]
+        cells += [
+            _num_td(r.get("overall")),
+            f"<td>{esc(ci_s)}</td>",
+            _num_td(r.get("n")),
+            f'<td data-v="{comp}" title="{esc(r.get("note") or "")}" class="{comp}">{comp}</td>',
+            f'<td class="date" data-v="{esc(r["date"])}">{esc(r["date"])}</td>',
+            f"<td>{source}</td>",
+        ]
+        body.append(f'<tr data-i="{i}">{"".join(cells)}</tr>')
+    return (
+        f'<table class="lb" id="t-{esc(key)}"><thead><tr>{"".join(head)}</tr></thead>'
+        f"<tbody>{''.join(body)}</tbody></table>"
+    )
+
+
+def _copy_report(root: Path, out: Path, bench: str, row: dict[str, Any], warnings: list[str]):
+    """The href of the row's report inside the site (copied when local and safe), or None."""
+    report = row.get("report")
+    if not report:
+        return None
+    if safe_url(report):
+        return report
+    src = root / "submissions" / bench / report
+    if src.is_symlink() or not src.is_file() or src.stat().st_size > MAX_REPORT_BYTES:
+        warnings.append(f"{src}: report missing, a link or too large; not linked")
+        return None
+    with open(src, "rb") as f:
+        if f.read(len(_report_prefix())) != _report_prefix():
+            warnings.append(f"{src}: not a report written by interleave_bench; not linked")
+            return None
+    dest = out / "reports" / bench / report
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(src, dest)
+    return f"reports/{quote(bench)}/{quote(report)}"
+
+
+def board_page(board: Board, root: Path, out: Path, warnings: list[str]) -> str:
+    off = board.official
+    hashes = off.get("prompt_sha256") or {}
+    info = [
+        ("Official protocol", off.get("protocol")),
+        ("Judge", off.get("judge")),
+        ("Scale", off.get("scale")),
+        ("Prompt source", off.get("prompt_source")),
+        (
+            "Pinned prompt SHA-256",
+            ", ".join(f"{k}: {v[:12]}…" for k, v in hashes.items()) or "none",
+        ),
+    ]
+    parts = [
+        '<nav><a href="index.html">All leaderboards</a></nav>',
+        f"<h1>{esc(board.title)} leaderboard</h1><p>{esc(board.description)}</p>",
+        '<div class="result"><table>'
+        + "".join(f"<tr><th>{esc(k)}</th><td>{esc(v or '–')}</td></tr>" for k, v in info)
+        + '</table><p class="legend">Comparable: judged with the official protocol, judge and '
+        "prompts on the whole benchmark. Grey bars are not comparable. Intervals are 95% "
+        "bootstrap intervals, shown only where per-sample judgments were checked.</p></div>",
+    ]
+    for key, rows in ordered(board):
+        reports = {
+            id(r): h for r in rows if (h := _copy_report(root, out, board.benchmark, r, warnings))
+        }
+        scale = rows[0]["scale"]
+        parts.append(
+            f"<h2>{esc(board.tables[key])}</h2>{_table(board, key, rows, reports)}"
+            f"{overall_chart(rows, scale, board.overall_label)}"
+        )
+    return _page(f"{board.title} leaderboard", "".join(parts))
+
+
+def index_page(boards: list[Board]) -> str:
+    items = []
+    for b in boards:
+        comparable = [r for r in b.rows if r["comparable"] and r.get("overall") is not None]
+        best = max(comparable, key=lambda r: r["overall"], default=None)
+        top = f"{best['model']} ({fmt_num(best['overall'], 2)})" if best else "–"
+        items.append(
+            f'<tr><td><a href="{esc(quote(b.benchmark))}.html">{esc(b.title)}</a></td>'
+            f'<td class="num">{len(b.rows)}</td><td class="num">{len(comparable)}</td>'
+            f"<td>{esc(top)}</td></tr>"
+        )
+    body = (
+        "<h1>interleave_bench leaderboards</h1><p>Published results with their provenance and "
+        "submissions whose per-sample judgments recompute to their claims.</p>"
+        "<table><tr><th>Benchmark</th><th>Rows</th><th>Comparable</th>"
+        f"<th>Best comparable</th></tr>{''.join(items)}</table>"
+    )
+    return _page("interleave_bench leaderboards", body)
+
+
+def build_site(root: Path, out: Path) -> tuple[list[Path], list[str]]:
+    """Write ``index.html`` and ``<bench>.html`` for every board under ``root`` into ``out``;
+    returns (written pages, warnings about skipped submission or report files)."""
+    out.mkdir(parents=True, exist_ok=True)
+    boards = [load_board(name, root) for name in board_names(root)]
+    warnings = [p for b in boards for p in b.problems]
+    written = []
+    for b in boards:
+        path = out / f"{b.benchmark}.html"
+        _write(path, board_page(b, root, out, warnings))
+        written.append(path)
+    _write(out / "index.html", index_page(boards))
+    return [out / "index.html", *written], warnings
+
+
+def _write(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)

@@ -1,0 +1,238 @@
+"""Recompute a rollout's per-token log-probs under the current policy (or a frozen reference).
+
+Janus only. One forward pass of the language model per rollout over ``prompt + generated[:-1]``
+(prompt images through the vision encoder and aligner, generated text through the token
+embeddings, generated image codes through the generation embeddings and aligner, exactly as the
+decode loop fed them: ``models.janus.embed_generated``). The hidden state before each generated
+position then gives:
+
+* text tokens: the LM head at the rollout temperature, with the decode loop's masks
+  (``<image_placeholder>`` and ``<end_of_image>`` never allowed, ``<begin_of_image>`` forbidden
+  once ``max_images`` images exist), log-softmax over the allowed tokens before any top-p cut
+  (the convention of ``models.sampling``, which the recorded log-probs follow);
+* image codes: the generation head at the rollout temperature. ``image_logprob="cond"`` scores
+  them under the conditional distribution (no guidance, as T2I-R1 does); ``"cfg"`` adds one
+  forward per image over the unconditional row the loop used (every context token but BOS and
+  ``<begin_of_image>`` replaced by padding, then the image's codes) and scores under
+  ``uncond + cfg_scale * (cond - uncond)``. The rollout's old log-probs must use the same choice
+  (``Rollout.old_logprobs(image_logprob)``), otherwise the ratio is off 1 before any update.
+
+Emu3 (``emu3_sequence_logprobs``): image tokens are ordinary vocabulary tokens, so one forward
+of the causal LM gives every position; the grammar's replay supplies each position's allowed set.
+
+Forced tokens (Janus's ``<end_of_image>``, Emu3's header/row ends/tail) were not sampled:
+``Rollout.sampled`` marks them and ``batch_mask`` leaves them out. Rows are padded
+to ``(B, T)`` with zeros and a boolean mask.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from ..models.base import GenerationSettings
+from ..models.janus import embed_generated, janus_token_ids
+from .rollout import IMAGE_LOGPROBS, ImageLogprob, Rollout
+
+
+def _prompt_embeds(model: Any, inputs: Any) -> Tensor:
+    """The prompt's input embeddings with its images' features in the placeholder slots."""
+    inner = model.model
+    ids = inputs["input_ids"].to(model.device)
+    embeds = inner.get_input_embeddings()(ids)
+    pixels = inputs.get("pixel_values")
+    if pixels is not None:
+        feats = inner.get_image_features(
+            pixels.to(model.device, dtype=embeds.dtype), return_dict=True
+        ).pooler_output.reshape(-1, embeds.shape[-1])
+        slots = (ids == model.config.image_token_id)[..., None]
+        embeds = embeds.masked_scatter(slots, feats.to(embeds.dtype))
+    return embeds
+
+
+def _scale(logits: Tensor, temperature: float) -> Tensor:
+    return logits / temperature if temperature > 0 else logits
+
+
+def janus_sequence_logprobs(
+    model: Any,
+    processor: Any,
+    rollout: Rollout,
+    settings: GenerationSettings,
+    *,
+    image_logprob: ImageLogprob = "cond",
+) -> Tensor:
+    """``(n,)`` log-probs of the rollout's generated tokens (forced positions hold 0)."""
+    if image_logprob not in IMAGE_LOGPROBS:
+        raise ValueError(f"image_logprob must be one of {IMAGE_LOGPROBS}, got {image_logprob!r}")
+    tr = rollout.trace
+    n = len(tr.token_ids)
+    if n == 0:
+        return torch.zeros(0, device=model.device)
+    ids = janus_token_ids(model, processor)
+    temp = settings.temperature
+    prompt = _prompt_embeds(model, rollout.prompt_inputs)
+    gen = embed_generated(model, tr.token_ids[:-1], tr.image_mask[:-1]).to(prompt.dtype)
+    hidden = model.model.language_model(inputs_embeds=torch.cat([prompt, gen], 1)).last_hidden_state
+    hidden = hidden[0, prompt.shape[1] - 1 :]  # (n, H): the state before each generated position
+    target = torch.tensor(tr.token_ids, device=model.device)
+    image = torch.tensor(tr.image_mask, dtype=torch.bool, device=model.device)
+    out = hidden.new_zeros(n, dtype=torch.float32)
+
+    text_pos = (~image).nonzero().squeeze(-1)
+    if len(text_pos):
+        logits = model.lm_head(hidden[text_pos]).float()
+        banned = torch.zeros_like(logits, dtype=torch.bool)
+        banned[:, [ids.placeholder, ids.eoi]] = True
+        done = torch.tensor(
+            [sum(k == "image" and e <= int(p) for k, _, e in tr.segments) for p in text_pos],
+            device=model.device,
+        )
+        banned[:, ids.boi] = done >= settings.max_images
+        logp = torch.log_softmax(_scale(logits.masked_fill(banned, float("-inf")), temp), -1)
+        picked = logp.gather(1, target[text_pos, None]).squeeze(1)
+        forced = target[text_pos] == ids.eoi
+        out = out.index_put((text_pos,), torch.where(forced, 0.0, picked))
+
+    img_pos = image.nonzero().squeeze(-1)
+    if len(img_pos):
+        cond = model.model.generation_head(hidden[img_pos]).float()
+        if image_logprob == "cfg" and float(settings.cfg_scale) != 1.0:
+            uncond = _uncond_logits(model, rollout, ids).to(cond.dtype)
+            cond = uncond + float(settings.cfg_scale) * (cond - uncond)
+        logp = torch.log_softmax(_scale(cond, temp), -1)
+        out = out.index_put((img_pos,), logp.gather(1, target[img_pos, None]).squeeze(1))
+    return out
+
+
+def _uncond_logits(model: Any, rollout: Rollout, ids: Any) -> Tensor:
+    """Generation-head logits of every image code on the loop's unconditional rows."""
+    tr = rollout.trace
+    prompt_ids = rollout.prompt_inputs["input_ids"][0].tolist()
+    # the loop's running context: generated codes were recorded as padding
+    context = prompt_ids + [
+        ids.pad if m else t for t, m in zip(tr.token_ids, tr.image_mask, strict=True)
+    ]
+    keep = {ids.bos, ids.boi}
+    embed = model.get_input_embeddings()
+    rows = []
+    for kind, start, end in tr.segments:
+        if kind != "image":
+            continue
+        upto = len(prompt_ids) + start  # context through <begin_of_image>
+        u_ids = torch.tensor([[t if t in keep else ids.pad for t in context[:upto]]])
+        u_embeds = embed(u_ids.to(model.device))
+        codes = embed_generated(model, tr.token_ids[start : end - 1], [True] * (end - 1 - start))
+        h = model.model.language_model(
+            inputs_embeds=torch.cat([u_embeds, codes.to(u_embeds.dtype)], 1)
+        ).last_hidden_state[0, upto - 1 :]
+        rows.append(model.model.generation_head(h).float())
+    return torch.cat(rows, 0)
+
+
+def emu3_sequence_logprobs(
+    adapter: Any,
+    rollout: Rollout,
+    settings: GenerationSettings,
+    *,
+    image_logprob: ImageLogprob = "cond",
+) -> Tensor:
+    """Emu3: one forward over ``prompt + generated[:-1]`` (all ordinary vocabulary tokens); each
+    position's allowed set comes from ``ImageGrammar.replay``, forced positions hold 0. With
+    ``"cfg"`` each image adds one forward over the loop's unconditional stream (``uncond_prefix``
+    then the image span) and visual tokens are scored under ``u + s * (c - u)`` of the
+    log-softmaxed visual logits, then the allowed-set log-softmax at the temperature, as sampled."""
+    from ..models.sampling import allowed_logprobs
+
+    model = adapter.model
+    tr = rollout.trace
+    n = len(tr.token_ids)
+    if n == 0:
+        return torch.zeros(0, device=model.device)
+    inputs = dict(rollout.prompt_inputs)
+    prompt_ids = inputs["input_ids"]
+    gen = torch.tensor([tr.token_ids[:-1]], dtype=prompt_ids.dtype, device=prompt_ids.device)
+    inputs["input_ids"] = torch.cat([prompt_ids, gen], 1)
+    if "attention_mask" in inputs:
+        am = inputs["attention_mask"]
+        inputs["attention_mask"] = torch.cat([am, torch.ones_like(gen, dtype=am.dtype)], 1)
+    logits = model(**inputs).logits[0, prompt_ids.shape[1] - 1 :].float()  # (n, V)
+    grammar = adapter.grammar(settings)
+    steps = grammar.replay(tr.token_ids)
+    visual = torch.tensor(grammar.vocab.visual, device=model.device)
+    u_rows: dict[int, Tensor] = {}
+    scale = float(settings.cfg_scale)
+    if image_logprob == "cfg" and scale != 1.0:
+        prefix = adapter.uncond_prefix()
+        for kind, start, end in tr.segments:
+            if kind != "image":
+                continue
+            ids = torch.tensor([[*prefix, *tr.token_ids[start : end - 1]]], device=model.device)
+            u = model(input_ids=ids).logits[0, len(prefix) - 1 :].float()
+            for k in range(start + 1, end):  # the image start itself is a text-mode choice
+                u_rows[k] = u[k - start]
+    out = []
+    for k, step in enumerate(steps):
+        if step.forced is not None:
+            out.append(logits.new_zeros(()))
+            continue
+        row = logits[k]
+        if k in u_rows and step.kind == "visual":
+            c = torch.log_softmax(row[visual], -1)
+            u = torch.log_softmax(u_rows[k][visual], -1)
+            row = torch.full_like(row, float("-inf")).index_put((visual,), u + scale * (c - u))
+        mask = grammar.mask(step.kind, model.device)
+        out.append(allowed_logprobs(row, mask, settings.temperature)[tr.token_ids[k]])
+    return torch.stack(out)
+
+
+def sequence_logprobs(
+    adapter: Any,
+    rollout: Rollout,
+    settings: GenerationSettings,
+    *,
+    image_logprob: ImageLogprob = "cond",
+) -> Tensor:
+    """``(n,)`` recomputed log-probs of one rollout under ``adapter.model`` (either family)."""
+    if image_logprob not in IMAGE_LOGPROBS:
+        raise ValueError(f"image_logprob must be one of {IMAGE_LOGPROBS}, got {image_logprob!r}")
+    if getattr(adapter, "family", "janus") == "emu3":
+        return emu3_sequence_logprobs(adapter, rollout, settings, image_logprob=image_logprob)
+    return janus_sequence_logprobs(
+        adapter.model, adapter.processor, rollout, settings, image_logprob=image_logprob
+    )
+
+
+def batch_logprobs(
+    adapter: Any,
+    rollouts: Sequence[Rollout],
+    settings: GenerationSettings,
+    *,
+    image_logprob: ImageLogprob = "cond",
+) -> Tensor:
+    """``(B, T)`` recomputed log-probs, zero-padded; grad flows when grad is enabled."""
+    rows = [sequence_logprobs(adapter, r, settings, image_logprob=image_logprob) for r in rollouts]
+    return _pad(rows, adapter.model.device)
+
+
+def old_logprobs(
+    rollouts: Sequence[Rollout], image_logprob: ImageLogprob, device: Any = "cpu"
+) -> Tensor:
+    """``(B, T)`` log-probs recorded at sampling time, with the chosen image distribution."""
+    rows = [torch.tensor(r.old_logprobs(image_logprob), dtype=torch.float32) for r in rollouts]
+    return _pad(rows, device)
+
+
+def batch_mask(rollouts: Sequence[Rollout], device: Any = "cpu") -> Tensor:
+    """``(B, T)`` bool: sampled positions of each rollout (padding and forced tokens false)."""
+    rows = [torch.tensor(r.sampled or [], dtype=torch.bool) for r in rollouts]
+    return _pad(rows, device).bool()
+
+
+def _pad(rows: list[Tensor], device: Any) -> Tensor:
+    width = max([len(r) for r in rows] + [1])
+    pad = torch.nn.functional.pad
+    return torch.stack([pad(r.float().to(device), (0, width - len(r))) for r in rows])

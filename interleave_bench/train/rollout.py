@@ -1,0 +1,224 @@
+"""GRPO rollouts: G answers per prompt through the same decode loop as ``ibench eval``.
+
+A rollout keeps what the trainer needs to rebuild and score the answer: the processor inputs of
+its prompt, the interleaved output (images stored in the run's ``ImageStore``, so rewards see real
+pictures) and the ``DecodeTrace`` (token ids, per-token log-probs under the sampled distribution,
+the text/image mask and segment spans). Reusing ``decode_interleaved`` rather than a training-only
+sampler means the policy is trained on exactly the answers that evaluation would produce.
+
+Image-token log-probs: the loop samples image codes from the CFG-guided distribution and records
+both the guided (``trace.logprobs``) and the conditional (``trace.cond_logprobs``) log-prob.
+``image_logprob`` picks which one is the "old" log-prob of the importance ratio; the recomputation
+in ``train.policy_logprobs`` must use the same choice (it does when given the same option).
+
+Seeding: rollout ``g`` of prompt ``i`` draws from its own ``torch.Generator`` seeded from
+``(seed, i, g)``, so a step's rollouts depend only on the seed and the weights (what resume needs).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from ..media import ImageStore
+from ..models.base import DecodeTrace, GenerationSettings
+from ..models.janus import (
+    JanusAdapter,
+    build_prompt_inputs,
+    decode_interleaved,
+    janus_token_ids,
+)
+from ..types import Interleaved, Prediction, Sample, Segment
+
+ImageLogprob = Literal["cfg", "cond"]
+IMAGE_LOGPROBS: tuple[str, ...] = ("cfg", "cond")
+
+
+@dataclass
+class Rollout:
+    """One sampled answer with its trace. ``prompt_index`` groups the G rollouts of a prompt."""
+
+    prompt_index: int
+    prompt: Interleaved
+    prompt_inputs: Any  # the processor output the answer was decoded from (one row)
+    output: Interleaved
+    trace: DecodeTrace
+    seed: int
+    seconds: float = 0.0
+    error: str | None = None
+    sampled: list[bool] | None = None  # False where the loop forced the token (log-prob 0)
+
+    def old_logprobs(self, image_logprob: ImageLogprob = "cond") -> list[float]:
+        """Per-position sampling log-probs, image positions from the chosen distribution."""
+        if image_logprob not in IMAGE_LOGPROBS:
+            raise ValueError(
+                f"image_logprob must be one of {IMAGE_LOGPROBS}, got {image_logprob!r}"
+            )
+        tr = self.trace
+        if image_logprob == "cfg" or tr.cond_logprobs is None:
+            return list(tr.logprobs)
+        return [
+            c if m else s
+            for s, c, m in zip(tr.logprobs, tr.cond_logprobs, tr.image_mask, strict=True)
+        ]
+
+    @property
+    def n_image_tokens(self) -> int:
+        return sum(self.trace.image_mask)
+
+    @property
+    def n_text_tokens(self) -> int:
+        return len(self.trace.image_mask) - self.n_image_tokens
+
+    def prediction(self, sample_id: str, model_id: str) -> Prediction:
+        """The rollout as the record a scorer (reward) takes."""
+        return Prediction(
+            sample_id=sample_id,
+            model=model_id,
+            output=self.output,
+            timing={"seconds": self.seconds},
+            error=self.error,
+        )
+
+
+def rollout_seed(seed: int, prompt_index: int, g: int) -> int:
+    """A distinct, reproducible generator seed per (step seed, prompt, group member)."""
+    return (seed * 1_000_003 + prompt_index * 1009 + g) % (2**63 - 1)
+
+
+def rollout(
+    adapter_or_model: Any,
+    prompts: Sequence[Interleaved],
+    settings: GenerationSettings,
+    group_size: int,
+    store: ImageStore,
+    *,
+    seed: int,
+    processor: Any = None,
+) -> list[Rollout]:
+    """``group_size`` rollouts per prompt (prompt-major, a group's members adjacent).
+
+    ``adapter_or_model`` is a ``JanusAdapter``/``Emu3Adapter`` or a bare Janus model (then pass
+    ``processor``). Sampling needs ``settings.temperature > 0``; greedy rollouts would all be
+    identical. A failing decode yields a rollout with ``error`` set and an empty trace (its
+    reward is then ``None``: no gradient).
+    """
+    import torch
+
+    adapter = _unwrap(adapter_or_model, processor)
+    model = adapter.model
+    if group_size < 1:
+        raise ValueError(f"group_size must be >= 1, got {group_size}")
+    if settings.temperature <= 0 and group_size > 1:
+        raise ValueError("rollouts need temperature > 0 (greedy answers of a group are identical)")
+    decode = _decode_emu3 if getattr(adapter, "family", "") == "emu3" else _decode_janus
+    was_training = model.training
+    model.eval()
+    out: list[Rollout] = []
+    try:
+        for i, prompt in enumerate(prompts):
+            inputs = (
+                adapter.prompt_inputs(prompt, store)
+                if decode is _decode_emu3
+                else build_prompt_inputs(adapter.processor, prompt, store)
+            )
+            for g in range(group_size):
+                s = rollout_seed(seed, i, g)
+                gen = torch.Generator(device=model.device).manual_seed(s)
+                start = time.perf_counter()
+                try:
+                    answer, trace, sampled = decode(adapter, inputs, settings, gen, store)
+                except Exception as e:  # one failing answer must not lose the step
+                    out.append(
+                        Rollout(
+                            i,
+                            prompt,
+                            inputs,
+                            Interleaved(),
+                            DecodeTrace(cond_logprobs=[]),
+                            s,
+                            time.perf_counter() - start,
+                            f"{type(e).__name__}: {e}",
+                            [],
+                        )
+                    )
+                    continue
+                elapsed = time.perf_counter() - start
+                out.append(Rollout(i, prompt, inputs, answer, trace, s, elapsed, None, sampled))
+    finally:
+        model.train(was_training)
+    return out
+
+
+def _decode_janus(
+    adapter: Any, inputs: Any, settings: GenerationSettings, gen: Any, store: ImageStore
+) -> tuple[Interleaved, DecodeTrace, list[bool]]:
+    res = decode_interleaved(
+        adapter.model, adapter.processor, inputs, settings, want_trace=True, generator=gen
+    )
+    assert res.trace is not None
+    answer = Interleaved(
+        Segment.of_text(p) if isinstance(p, str) else Segment.of_image(store.put_image(p))
+        for p in res.parts
+    )
+    eoi = janus_token_ids(adapter.model, adapter.processor).eoi
+    tr = res.trace
+    sampled = [bool(m) or t != eoi for t, m in zip(tr.token_ids, tr.image_mask, strict=True)]
+    return answer, tr, sampled
+
+
+def _decode_emu3(
+    adapter: Any, inputs: Any, settings: GenerationSettings, gen: Any, store: ImageStore
+) -> tuple[Interleaved, DecodeTrace, list[bool]]:
+    """Emu3's constrained loop (``models.emu3.interleaved_decode``) with our own generator."""
+    import torch
+
+    from ..models.emu3 import interleaved_decode
+    from ..models.emu3_grammar import IMAGE
+
+    grammar = adapter.grammar(settings)
+    with torch.inference_mode():
+        res = interleaved_decode(
+            adapter.model,
+            inputs,
+            grammar,
+            temperature=settings.temperature,
+            top_p=settings.top_p,
+            generator=gen,
+            cfg_scale=settings.cfg_scale,
+            uncond_prefix=adapter.uncond_prefix(),
+        )
+        segments: list[Segment] = []
+        grids = iter(res.grids)
+        tok = adapter.processor.tokenizer
+        for kind, start, end in res.trace.segments:
+            if kind == IMAGE:
+                image = adapter.decode_grid(next(grids), grammar.rows, grammar.cols)
+                segments.append(Segment.of_image(store.put_image(image)))
+            else:
+                text = tok.decode(res.trace.token_ids[start:end], skip_special_tokens=True)
+                if text.strip():
+                    segments.append(Segment.of_text(text.strip()))
+    steps = adapter.grammar(settings).replay(res.trace.token_ids)
+    return Interleaved(segments), res.trace, [st.forced is None for st in steps]
+
+
+def rollout_predictions(
+    rollouts: Sequence[Rollout], samples: Sequence[Sample], model_id: str
+) -> tuple[list[Sample], list[Prediction]]:
+    """Samples repeated per rollout and the matching predictions, ready for a ``NativeReward``."""
+    reps = [samples[r.prompt_index] for r in rollouts]
+    return reps, [r.prediction(s.id, model_id) for r, s in zip(rollouts, reps, strict=True)]
+
+
+def _unwrap(adapter_or_model: Any, processor: Any) -> Any:
+    """An adapter (Janus or Emu3) for whatever the caller passed."""
+    if hasattr(adapter_or_model, "processor") and hasattr(adapter_or_model, "model"):
+        return adapter_or_model
+    if processor is None:
+        raise ValueError("pass processor= when giving a bare model")
+    if getattr(getattr(adapter_or_model, "config", None), "model_type", None) != "janus":
+        raise NotImplementedError("a bare model must be Janus; wrap Emu3 in an Emu3Adapter")
+    return JanusAdapter.from_model(adapter_or_model, processor, model_id="policy")
