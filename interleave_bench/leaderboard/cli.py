@@ -69,7 +69,7 @@ def show_cmd(
         table.add_column("n", justify="right", no_wrap=True)
         table.add_column("comparable", min_width=3)
         table.add_column("date", no_wrap=True)
-        table.add_column("source", overflow="ellipsis", no_wrap=True, min_width=8, max_width=40)
+        table.add_column("source", max_width=40)  # wraps; no_wrap here makes rich squeeze others
         for r in rows:
             ci = (r.get("ci") or {}).get("overall")
             model = r["model"] + (f" [subset: {r['subset']}]" if r.get("subset") else "")
