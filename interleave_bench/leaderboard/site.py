@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import shutil
-from html import escape
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -20,7 +19,7 @@ from .. import __version__
 from ..report.assets import JS as REPORT_JS
 from ..report.assets import content_security_policy
 from ..report.html import esc
-from ..report.svg import axis_range, fmt_num
+from ..report.svg import bar_chart, fmt_num
 from .schema import Board, safe_url
 from .show import ordered
 from .site_assets import CSS, JS
@@ -55,61 +54,27 @@ def _report_prefix() -> bytes:
 
 
 def overall_chart(rows: list[dict[str, Any]], scale: str, label: str, width: int = 900) -> str:
-    """Horizontal bars of the overall score, one per row, with the interval as a whisker."""
-    items = [r for r in rows if isinstance(r.get("overall"), (int, float))]
-    if not items:
-        return ""
-    values = [float(r["overall"]) for r in items]
-    values += [float(v) for r in items for v in ((r.get("ci") or {}).get("overall") or [])]
-    lo, hi = axis_range(scale, values)
-    label_w, value_w, bar_h, gap, top = 240, 140, 16, 5, 22
-    plot_w = width - label_w - value_w
-    height = top + len(items) * (bar_h + gap) + 4
-
-    def x(v: float) -> float:
-        return label_w + max(0.0, min(1.0, (v - lo) / (hi - lo))) * plot_w
-
-    title = f"{label} by model"
-    parts = [
-        f'<svg class="chart" xmlns="http://www.w3.org/2000/svg" width="{width}" '
-        f'height="{height}" viewBox="0 0 {width} {height}" role="img" '
-        f'aria-label="{esc(title)}"><title>{escape(title)}</title>'
-    ]
-    for i in range(5):
-        v = lo + (hi - lo) * i / 4
-        gx = x(v)
-        parts.append(
-            f'<line x1="{gx:.1f}" y1="{top - 4}" x2="{gx:.1f}" y2="{height - 2}" class="grid"/>'
-            f'<text x="{gx:.1f}" y="{top - 8}" text-anchor="middle" class="tick">'
-            f"{escape(fmt_num(v, 2))}</text>"
-        )
-    for i, r in enumerate(items):
-        y = top + i * (bar_h + gap)
+    """Horizontal bars of the overall score, one per row, with the interval as a whisker
+    (non-comparable rows drawn in their own colour)."""
+    bars = []
+    for r in rows:
+        if not isinstance(r.get("overall"), (int, float)):
+            continue
         m = float(r["overall"])
-        name = str(r["model"])
-        short = name if len(name) <= 34 else name[:33] + "…"
         ci = (r.get("ci") or {}).get("overall")
         shown = fmt_num(m, 2) + (f" [{fmt_num(ci[0], 2)}, {fmt_num(ci[1], 2)}]" if ci else "")
-        cls = "bar" if r["comparable"] else "bar nc"
-        parts.append(
-            f"<g><title>{escape(name)}: {escape(shown)}</title>"
-            f'<text x="{label_w - 6}" y="{y + bar_h - 4}" text-anchor="end" class="lbl">'
-            f"{escape(short)}</text>"
-            f'<rect x="{label_w}" y="{y}" width="{max(1.0, x(m) - x(lo)):.1f}" '
-            f'height="{bar_h}" class="{cls}"/>'
-        )
-        if ci:
-            a, b, cy = x(float(ci[0])), x(float(ci[1])), y + bar_h / 2
-            parts.append(
-                f'<path d="M{a:.1f} {cy - 5:.1f}v10M{a:.1f} {cy:.1f}H{b:.1f}'
-                f'M{b:.1f} {cy - 5:.1f}v10" class="ci"/>'
-            )
-        parts.append(
-            f'<text x="{label_w + plot_w + 6}" y="{y + bar_h - 4}" class="val">'
-            f"{escape(shown)}</text></g>"
-        )
-    parts.append("</svg>")
-    return "".join(parts)
+        bars.append((str(r["model"]), m, ci, shown, "bar" if r["comparable"] else "bar nc"))
+    return bar_chart(
+        bars,
+        scale=scale,
+        title=f"{label} by model",
+        width=width,
+        label_w=240,
+        value_w=140,
+        bar_h=16,
+        gap=5,
+        max_label=34,
+    )
 
 
 def _th(key: str, label: str, kind: str) -> str:

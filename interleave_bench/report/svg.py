@@ -48,45 +48,54 @@ def _entries(by_category: Mapping[str, Mapping[str, Any]]) -> list[tuple[str, fl
     return out
 
 
-def category_chart(result: Result, width: int = 640) -> str:
-    """Horizontal bars, one per category, with the n and the bootstrap interval as a whisker."""
-    rows = _entries(result.by_category)
-    if not rows:
+def bar_chart(
+    bars: list[tuple[str, float, Any, str, str]],
+    *,
+    scale: str,
+    title: str,
+    width: int,
+    label_w: int,
+    value_w: int,
+    bar_h: int,
+    gap: int,
+    max_label: int,
+) -> str:
+    """Horizontal bars with interval whiskers. ``bars`` are (label, value, [lo, hi] or None,
+    text shown beside the bar, CSS class); every label and text is escaped."""
+    if not bars:
         return ""
-    values = [m for _, m, _, _ in rows] + [v for *_, ci in rows if ci for v in ci]
-    lo, hi = axis_range(result.scale, values)
-    label_w, value_w, bar_h, gap, top = 190, 110, 18, 6, 22
+    values = [v for _, v, _, _, _ in bars] + [float(x) for *_, ci, _, _ in bars if ci for x in ci]
+    lo, hi = axis_range(scale, values)
+    top = 22
     plot_w = width - label_w - value_w
-    height = top + len(rows) * (bar_h + gap) + 4
+    height = top + len(bars) * (bar_h + gap) + 4
 
     def x(v: float) -> float:
         return label_w + max(0.0, min(1.0, (v - lo) / (hi - lo))) * plot_w
 
-    title = f"{result.scorer}: mean per category"
     parts = [
         f'<svg class="chart" xmlns="http://www.w3.org/2000/svg" width="{width}" '
         f'height="{height}" viewBox="0 0 {width} {height}" role="img" '
         f'aria-label="{escape(title, quote=True)}"><title>{escape(title)}</title>'
     ]
     for i in range(5):
-        v = lo + (hi - lo) * i / 4
-        gx = x(v)
+        gx = x(lo + (hi - lo) * i / 4)
         parts.append(
             f'<line x1="{gx:.1f}" y1="{top - 4}" x2="{gx:.1f}" y2="{height - 2}" class="grid"/>'
             f'<text x="{gx:.1f}" y="{top - 8}" text-anchor="middle" class="tick">'
-            f"{escape(fmt_num(v, 2))}</text>"
+            f"{escape(fmt_num(lo + (hi - lo) * i / 4, 2))}</text>"
         )
-    for i, (name, m, n, ci) in enumerate(rows):
+    for i, (name, m, ci, shown, cls) in enumerate(bars):
         y = top + i * (bar_h + gap)
-        short = name if len(name) <= 28 else name[:27] + "…"
-        bar = max(1.0, x(m) - x(lo))
+        short = name if len(name) <= max_label else name[: max_label - 1] + "…"
         parts.append(
-            f"<g><title>{escape(name)}: {escape(fmt_num(m))} (n={n})</title>"
+            f"<g><title>{escape(name)}: {escape(shown)}</title>"
             f'<text x="{label_w - 6}" y="{y + bar_h - 5}" text-anchor="end" class="lbl">'
             f"{escape(short)}</text>"
-            f'<rect x="{label_w}" y="{y}" width="{bar:.1f}" height="{bar_h}" class="bar"/>'
+            f'<rect x="{label_w}" y="{y}" width="{max(1.0, x(m) - x(lo)):.1f}" '
+            f'height="{bar_h}" class="{escape(cls, quote=True)}"/>'
         )
-        if ci is not None:
+        if ci:
             a, b, cy = x(float(ci[0])), x(float(ci[1])), y + bar_h / 2
             parts.append(
                 f'<path d="M{a:.1f} {cy - 5:.1f}v10M{a:.1f} {cy:.1f}H{b:.1f}'
@@ -94,7 +103,26 @@ def category_chart(result: Result, width: int = 640) -> str:
             )
         parts.append(
             f'<text x="{label_w + plot_w + 6}" y="{y + bar_h - 5}" class="val">'
-            f"{escape(fmt_num(m))} (n={n})</text></g>"
+            f"{escape(shown)}</text></g>"
         )
     parts.append("</svg>")
     return "".join(parts)
+
+
+def category_chart(result: Result, width: int = 640) -> str:
+    """Horizontal bars, one per category, with the n and the bootstrap interval as a whisker."""
+    bars = [
+        (name, m, ci, f"{fmt_num(m)} (n={n})", "bar")
+        for name, m, n, ci in _entries(result.by_category)
+    ]
+    return bar_chart(
+        bars,
+        scale=result.scale,
+        title=f"{result.scorer}: mean per category",
+        width=width,
+        label_w=190,
+        value_w=110,
+        bar_h=18,
+        gap=6,
+        max_label=28,
+    )
