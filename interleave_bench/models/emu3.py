@@ -297,15 +297,25 @@ class Emu3Adapter:
             )
         return outputs
 
-    @torch.inference_mode()
     def _generate_one(
         self, prompt: Interleaved, settings: GenerationSettings, store: ImageStore, seed: int
     ) -> tuple[Interleaved, DecodeTrace]:
-        inputs = self.prompt_inputs(prompt, store)
-        grammar = self.grammar(settings)
         generator = None
         if settings.temperature > 0:
             generator = torch.Generator(device=self.device).manual_seed(seed)
+        return self.decode(self.prompt_inputs(prompt, store), settings, store, generator)
+
+    @torch.inference_mode()
+    def decode(
+        self,
+        inputs: Any,
+        settings: GenerationSettings,
+        store: ImageStore,
+        generator: torch.Generator | None,
+    ) -> tuple[Interleaved, DecodeTrace]:
+        """The one decode loop plus image decoding: eval (``generate``) and training rollouts
+        (which bring their own generator) both come through here."""
+        grammar = self.grammar(settings)
         result = interleaved_decode(
             self.model,
             inputs,

@@ -172,37 +172,10 @@ def _decode_janus(
 def _decode_emu3(
     adapter: Any, inputs: Any, settings: GenerationSettings, gen: Any, store: ImageStore
 ) -> tuple[Interleaved, DecodeTrace, list[bool]]:
-    """Emu3's constrained loop (``models.emu3.interleaved_decode``) with our own generator."""
-    import torch
-
-    from ..models.emu3 import interleaved_decode
-    from ..models.emu3_grammar import IMAGE
-
-    grammar = adapter.grammar(settings)
-    with torch.inference_mode():
-        res = interleaved_decode(
-            adapter.model,
-            inputs,
-            grammar,
-            temperature=settings.temperature,
-            top_p=settings.top_p,
-            generator=gen,
-            cfg_scale=settings.cfg_scale,
-            uncond_prefix=adapter.uncond_prefix(),
-        )
-        segments: list[Segment] = []
-        grids = iter(res.grids)
-        tok = adapter.processor.tokenizer
-        for kind, start, end in res.trace.segments:
-            if kind == IMAGE:
-                image = adapter.decode_grid(next(grids), grammar.rows, grammar.cols)
-                segments.append(Segment.of_image(store.put_image(image)))
-            else:
-                text = tok.decode(res.trace.token_ids[start:end], skip_special_tokens=True)
-                if text.strip():
-                    segments.append(Segment.of_text(text.strip()))
-    steps = adapter.grammar(settings).replay(res.trace.token_ids)
-    return Interleaved(segments), res.trace, [st.forced is None for st in steps]
+    """Emu3's own decode path (the one eval uses) with the rollout's generator."""
+    answer, trace = adapter.decode(inputs, settings, store, gen)
+    steps = adapter.grammar(settings).replay(trace.token_ids)
+    return answer, trace, [st.forced is None for st in steps]
 
 
 def rollout_predictions(
