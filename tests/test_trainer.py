@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import pytest
 
@@ -172,3 +173,25 @@ def test_emu3_grpo_smoke(tiny_emu3, tmp_path):
         assert r["errors"] == 0 and r["image_tokens"] > 0
         assert all(x is not None and 0 <= x <= 1 for x in r["rewards"])
         assert torch.isfinite(torch.tensor([r["loss"], r["kl"]])).all()
+
+
+def test_train_cli_runs_the_tiny_recipe(tmp_path):
+    from helpers import cli_json, run_cli
+
+    recipe = Path(__file__).resolve().parent.parent / "train" / "tiny_janus_grpo.yaml"
+    code, summary = cli_json(
+        "train",
+        "grpo",
+        "--config",
+        str(recipe),
+        "steps=2",
+        f"output_dir={tmp_path / 'run'}",
+        "generation.max_new_tokens=12",
+    )
+    assert code == 0 and summary["steps"] == 2
+    assert summary["reward_first"] is not None and summary["reward_last"] is not None
+    assert (tmp_path / "run" / "log.jsonl").read_text().count("\n") == 2
+    r = run_cli("train", "grpo", "--config", str(recipe), "warp_speed=9")
+    assert r.exit_code == 2 and "unknown recipe key(s): warp_speed" in r.stderr
+    r = run_cli("train", "grpo", "--config", str(recipe), "steps")
+    assert r.exit_code == 2 and "expected key=value" in r.stderr
