@@ -39,6 +39,19 @@ def _classify(status: int, headers: Any, message: str) -> Exception:
     return Rejected(status, message)
 
 
+def from_sdk_error(e: Exception) -> Exception:
+    """An ``openai`` SDK exception as Transient/Rejected (anything else comes back unchanged)."""
+    import openai
+
+    if isinstance(e, openai.APITimeoutError):
+        return Transient("timeout")
+    if isinstance(e, openai.APIConnectionError):
+        return Transient(f"connection error ({type(e.__cause__ or e).__name__})")
+    if isinstance(e, openai.APIStatusError):
+        return _classify(e.status_code, getattr(e.response, "headers", None), e.message)
+    return e
+
+
 class SDKTransport:
     """``openai.AsyncOpenAI`` with its own retries off, posting the body as given (its typed
     request transform and response models are skipped: they cost more CPU than the call)."""
@@ -63,19 +76,12 @@ class SDKTransport:
         )
 
     async def post(self, payload: dict[str, Any], timeout: float) -> Any:
-        oa = self._openai
         try:
             return await self._client.post(
                 "/chat/completions", cast_to=object, body=payload, options={"timeout": timeout}
             )
-        except oa.APITimeoutError:
-            raise Transient("timeout") from None
-        except oa.APIConnectionError as e:
-            raise Transient(f"connection error ({type(e.__cause__ or e).__name__})") from None
-        except oa.APIStatusError as e:
-            raise _classify(
-                e.status_code, getattr(e.response, "headers", None), e.message
-            ) from None
+        except self._openai.OpenAIError as e:
+            raise from_sdk_error(e) from None
 
     async def aclose(self) -> None:
         await self._client.close()

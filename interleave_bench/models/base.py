@@ -11,6 +11,8 @@ loses the batch.
 from __future__ import annotations
 
 import json
+import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -69,6 +71,36 @@ class GenerationOutput:
     error: str | None = None
     seconds: float = 0.0
     trace: DecodeTrace | None = None
+
+
+def generate_each(
+    prompts: list[Interleaved],
+    one: Callable[[int, Interleaved], tuple[Interleaved, DecodeTrace | None]],
+    *,
+    return_trace: bool,
+) -> list[GenerationOutput]:
+    """Run ``one(index, prompt)`` per prompt, timing each; a prompt that raises becomes an
+    output with ``error`` set, so one bad prompt never loses the rest of the batch."""
+    outputs = []
+    for i, prompt in enumerate(prompts):
+        start = time.perf_counter()
+        try:
+            answer, trace = one(i, prompt)
+        except Exception as e:  # noqa: BLE001 - recorded on that prompt's output
+            outputs.append(
+                GenerationOutput(
+                    Interleaved(),
+                    error=f"{type(e).__name__}: {e}",
+                    seconds=time.perf_counter() - start,
+                )
+            )
+            continue
+        outputs.append(
+            GenerationOutput(
+                answer, seconds=time.perf_counter() - start, trace=trace if return_trace else None
+            )
+        )
+    return outputs
 
 
 class ModelAdapter(Protocol):

@@ -29,7 +29,6 @@ from __future__ import annotations
 import functools
 import inspect
 import math
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -38,7 +37,7 @@ import torch
 
 from ..media import ImageStore, load_ref
 from ..types import Interleaved, Segment
-from .base import DecodeTrace, GenerationOutput, GenerationSettings
+from .base import DecodeTrace, GenerationOutput, GenerationSettings, generate_each
 from .emu3_grammar import (
     GRID,
     HEADER,
@@ -274,28 +273,11 @@ class Emu3Adapter:
         return_trace: bool = False,
     ) -> list[GenerationOutput]:
         """One answer per prompt; prompt ``i`` samples with seed ``settings.seed + i``."""
-        outputs = []
-        for i, prompt in enumerate(prompts):
-            start = time.perf_counter()
-            try:
-                output, trace = self._generate_one(prompt, settings, store, settings.seed + i)
-            except Exception as e:  # noqa: BLE001 - one prompt's failure must not lose the others
-                outputs.append(
-                    GenerationOutput(
-                        output=Interleaved(),
-                        error=f"{type(e).__name__}: {e}",
-                        seconds=time.perf_counter() - start,
-                    )
-                )
-                continue
-            outputs.append(
-                GenerationOutput(
-                    output=output,
-                    seconds=time.perf_counter() - start,
-                    trace=trace if return_trace else None,
-                )
-            )
-        return outputs
+        return generate_each(
+            prompts,
+            lambda i, prompt: self._generate_one(prompt, settings, store, settings.seed + i),
+            return_trace=return_trace,
+        )
 
     def _generate_one(
         self, prompt: Interleaved, settings: GenerationSettings, store: ImageStore, seed: int

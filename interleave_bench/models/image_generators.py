@@ -13,7 +13,7 @@ import threading
 from pathlib import Path
 from typing import Any, Protocol
 
-from ..judges.transport import Rejected, Transient, _classify
+from ..judges.transport import Rejected, Transient, from_sdk_error
 
 log = logging.getLogger(__name__)
 
@@ -97,14 +97,8 @@ class OpenAIImageGenerator:
             kw["response_format"] = "b64_json"
         try:
             return await self._client.images.generate(**kw)
-        except openai.APITimeoutError:
-            raise Transient("timeout") from None
-        except openai.APIConnectionError as e:
-            raise Transient(f"connection error ({type(e.__cause__ or e).__name__})") from None
-        except openai.APIStatusError as e:
-            raise _classify(
-                e.status_code, getattr(e.response, "headers", None), e.message
-            ) from None
+        except openai.OpenAIError as e:
+            raise from_sdk_error(e) from None
 
     async def render(self, description: str, *, size: int | None = None, seed: int = 0) -> bytes:
         self._ensure_loop_state()

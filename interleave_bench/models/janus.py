@@ -32,14 +32,13 @@ The forced ``<end_of_image>`` has log-prob 0.0 and opens the next text segment.
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..media import ImageStore, load_ref
 from ..types import Interleaved, Segment
-from .base import DecodeTrace, GenerationOutput, GenerationSettings
+from .base import DecodeTrace, GenerationOutput, GenerationSettings, generate_each
 from .sampling import resolve_device, resolve_dtype, sample_token
 
 if TYPE_CHECKING:
@@ -348,31 +347,15 @@ class JanusAdapter:
         *,
         return_trace: bool = False,
     ) -> list[GenerationOutput]:
-        outputs = []
-        for prompt in prompts:
-            start = time.perf_counter()
-            try:
-                inputs = build_prompt_inputs(self.processor, prompt, store)
-                result = decode_interleaved(
-                    self.model, self.processor, inputs, settings, want_trace=return_trace
-                )
-                answer = Interleaved(
-                    Segment.of_text(p)
-                    if isinstance(p, str)
-                    else Segment.of_image(store.put_image(p))
-                    for p in result.parts
-                )
-                outputs.append(
-                    GenerationOutput(
-                        answer, seconds=time.perf_counter() - start, trace=result.trace
-                    )
-                )
-            except Exception as e:  # one bad prompt must not lose the batch
-                outputs.append(
-                    GenerationOutput(
-                        Interleaved(),
-                        error=f"{type(e).__name__}: {e}",
-                        seconds=time.perf_counter() - start,
-                    )
-                )
-        return outputs
+        def one(_i: int, prompt: Interleaved) -> tuple[Interleaved, DecodeTrace | None]:
+            inputs = build_prompt_inputs(self.processor, prompt, store)
+            result = decode_interleaved(
+                self.model, self.processor, inputs, settings, want_trace=return_trace
+            )
+            answer = Interleaved(
+                Segment.of_text(p) if isinstance(p, str) else Segment.of_image(store.put_image(p))
+                for p in result.parts
+            )
+            return answer, result.trace
+
+        return generate_each(prompts, one, return_trace=return_trace)

@@ -137,3 +137,18 @@ def json_object_in(text: str | None) -> tuple[dict[str, Any] | None, str | None]
     if not isinstance(value, dict):
         return None, "invalid JSON"
     return value, None
+
+
+class PerItemScorer(Scorer):
+    """A scorer that judges each (sample, prediction) pair on its own, all concurrently: the
+    judge protocols implement ``_one`` and inherit the batched call."""
+
+    @abstractmethod
+    async def _one(self, sample: Sample, prediction: Prediction) -> Judgment:
+        """Judge one pair; failures are invalid/error judgments, never exceptions."""
+
+    async def ascore(
+        self, samples: Sequence[Sample], predictions: Sequence[Prediction]
+    ) -> list[Judgment]:
+        check_aligned(samples, predictions)
+        return await self.gather(self._one(s, p) for s, p in zip(samples, predictions, strict=True))

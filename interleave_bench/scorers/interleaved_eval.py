@@ -17,7 +17,7 @@ from ..judges.engine import JudgeEngine
 from ..judges.request import JudgeRequest, Part
 from ..media import ImageError, ImageStore, to_data_url
 from ..types import Interleaved, Judgment, Prediction, Result, Sample
-from .base import Scorer, check_aligned, json_object_in
+from .base import PerItemScorer, json_object_in
 from .protocol_files import PromptSet, load_text_prompt
 
 ASPECTS = (
@@ -76,7 +76,7 @@ def parse_aspects(
     return scores, None
 
 
-class InterleavedEvalScorer(Scorer):
+class InterleavedEvalScorer(PerItemScorer):
     name = "interleaved_eval"
     protocol_version = "interleaved-eval/1"
 
@@ -165,12 +165,6 @@ class InterleavedEvalScorer(Scorer):
         return self.ok(
             sample.id, mean(list(scores.values())) or 0.0, full, raw=raw, cost=cost, metadata=meta
         )
-
-    async def ascore(
-        self, samples: Sequence[Sample], predictions: Sequence[Prediction]
-    ) -> list[Judgment]:
-        check_aligned(samples, predictions)
-        return await self.gather(self._one(s, p) for s, p in zip(samples, predictions, strict=True))
 
     def aggregate(self, samples: Sequence[Sample], judgments: Sequence[Judgment]) -> Result:
         return aggregate_aspects(

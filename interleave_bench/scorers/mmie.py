@@ -21,7 +21,7 @@ from ..judges.engine import JudgeEngine
 from ..judges.request import JudgeRequest, Part
 from ..media import ImageError, ImageStore, ref_path, to_data_url
 from ..types import ImageRef, Interleaved, Judgment, Prediction, Result, Sample
-from .base import Scorer, check_aligned
+from .base import PerItemScorer
 from .protocol_files import PromptSet
 
 PROMPT_FOR = (("SA", "SA_SYSTEM_PROMPT"), ("PBL", "PBL_SYSTEM_PROMPT"), ("MSR", "MSR_PROMPT"))
@@ -110,7 +110,7 @@ def _text(pieces: list[Piece]) -> str:
     return "".join(p if isinstance(p, str) else "<image>" for p in pieces)
 
 
-class MMIEScorer(Scorer):
+class MMIEScorer(PerItemScorer):
     name = "mmie"
     protocol_version = "mmie-score@eb0fd6e"
 
@@ -201,12 +201,6 @@ class MMIEScorer(Scorer):
         if score is None:
             return self.invalid(sample.id, why or "no score", **extra)
         return self.ok(sample.id, score, {"score": score}, **extra)
-
-    async def ascore(
-        self, samples: Sequence[Sample], predictions: Sequence[Prediction]
-    ) -> list[Judgment]:
-        check_aligned(samples, predictions)
-        return await self.gather(self._one(s, p) for s, p in zip(samples, predictions, strict=True))
 
     def aggregate(self, samples: Sequence[Sample], judgments: Sequence[Judgment]) -> Result:
         """Per-category means and the micro-averaged overall on 0-6 (3 decimals) and percent."""

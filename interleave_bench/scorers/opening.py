@@ -13,7 +13,7 @@ from ..judges.engine import JudgeEngine
 from ..judges.request import JudgeRequest, Part
 from ..media import ImageError, ImageStore, to_data_url
 from ..types import Interleaved, Judgment, Prediction, Sample
-from .base import Scorer, check_aligned, json_object_in
+from .base import PerItemScorer, Scorer, check_aligned, json_object_in
 from .protocol_files import PromptSet
 
 CRITERIA = (
@@ -252,7 +252,7 @@ class OpenINGPairwiseScorer(_OpenINGJudge):
         )
 
 
-class OpenINGScoreScorer(_OpenINGJudge):
+class OpenINGScoreScorer(_OpenINGJudge, PerItemScorer):
     """Seven criteria, 0-10 each, as validated JSON; a reply missing criteria is invalid."""
 
     name = "opening_scores"
@@ -280,12 +280,6 @@ class OpenINGScoreScorer(_OpenINGJudge):
         return self.ok(
             sample.id, sum(scores.values()) / len(scores), dict(scores), **extra, metadata=meta
         )
-
-    async def ascore(
-        self, samples: Sequence[Sample], predictions: Sequence[Prediction]
-    ) -> list[Judgment]:
-        check_aligned(samples, predictions)
-        return await self.gather(self._one(s, p) for s, p in zip(samples, predictions, strict=True))
 
     @staticmethod
     def summary(judgments: Iterable[Judgment]) -> dict[str, dict[str, float | None]]:
