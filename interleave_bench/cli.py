@@ -311,7 +311,7 @@ def main() -> None:
 
 
 # the other command groups register themselves on `app` when imported
-from . import cli_eval, cli_score  # noqa: E402, F401
+from . import cli_eval, cli_score, cli_train  # noqa: E402, F401
 from .leaderboard.cli import leaderboard_app  # noqa: E402
 
 app.add_typer(leaderboard_app, name="leaderboard")

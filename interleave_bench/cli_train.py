@@ -1,0 +1,88 @@
+"""`ibench train grpo|warmup`: recipes (YAML plus key=value overrides) for the trainer."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from .cli import JsonOpt, app, err, fail, out, print_json
+
+train_app = typer.Typer(help="Training (GRPO with scorer rewards).", no_args_is_help=True)
+app.add_typer(train_app, name="train")
+
+
+def _train_config(path: Path, overrides: list[str], config_cls: Any = None) -> Any:
+    """A recipe file plus ``key=value`` overrides (``generation.temperature=0.5``) as a
+    ``config_cls`` (default ``TrainConfig``); values are read as YAML scalars, so numbers and
+    booleans keep their types; a dotted key sets an entry of a mapping field."""
+    import dataclasses
+
+    import yaml
+
+    from .models.loading import resolve_model_path
+
+    if config_cls is None:
+        from .train.trainer import TrainConfig as config_cls
+
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError) as e:
+        raise fail(f"{path}: cannot read the recipe ({e})") from None
+    if not isinstance(data, dict):
+        raise fail(f"{path}: a recipe is a mapping of TrainConfig fields")
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise fail(f"override {item!r}: expected key=value", 2)
+        parsed = yaml.safe_load(value)
+        head, dot, rest = key.partition(".")
+        if dot:
+            data.setdefault(head, {})[rest] = parsed
+        else:
+            data[key] = parsed
+    fields = {f.name for f in dataclasses.fields(config_cls)}
+    unknown = sorted(set(data) - fields)
+    if unknown:
+        raise fail(
+            f"unknown recipe key(s): {', '.join(unknown)} (known: {', '.join(sorted(fields))})", 2
+        )
+    if str(data.get("model", "")).startswith("tiny:"):
+        data["model"] = str(resolve_model_path(str(data["model"])))
+    try:
+        return config_cls(**data)
+    except TypeError as e:
+        raise fail(f"{path}: {e}", 2) from None
+
+
+@train_app.command("grpo")
+def train_grpo(
+    config: Annotated[Path, typer.Option("--config", help="A recipe YAML (see train/).")],
+    overrides: Annotated[list[str] | None, typer.Argument(help="key=value overrides.")] = None,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Continue from the latest checkpoint.")
+    ] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """GRPO on a tiny or real unified model with the evaluation's scorers as rewards."""
+    from .train.trainer import train
+
+    cfg = _train_config(config, overrides or [])
+    result = train(cfg, resume=resume, console=None if as_json else err)
+    first, last = result.records[:1], result.records[-1:]
+    summary = {
+        "log": str(result.log_path),
+        "steps": len(result.records),
+        "seconds": round(result.seconds, 2),
+        "reward_first": first[0].get("reward_mean") if first else None,
+        "reward_last": last[0].get("reward_mean") if last else None,
+    }
+    if as_json:
+        print_json(summary)
+    else:
+        out.print(
+            f"trained {summary['steps']} steps in {summary['seconds']} s; reward "
+            f"{summary['reward_first']} -> {summary['reward_last']}; log: {summary['log']}",
+            markup=False,
+        )
