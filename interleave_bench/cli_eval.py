@@ -42,7 +42,7 @@ def eval_cmd(
         str,
         typer.Option(
             "--model",
-            help="Model folder, Hub id, or tiny:janus / tiny:emu3 (built on the spot); "
+            help="Model folder, Hub id, or tiny:janus / tiny:emu3 / tiny:text (built on the spot); "
             "with --model-type replay, outputs of another tool.",
         ),
     ] = "tiny:janus",

@@ -20,7 +20,7 @@ from typing import Any, Protocol
 from ..media import ImageStore
 from ..types import Interleaved
 
-SUPPORTED_FAMILIES = ("janus", "emu3")
+SUPPORTED_FAMILIES = ("janus", "emu3", "text")  # text: any *ForCausalLM, text answers only
 UNSUPPORTED = {
     "chameleon": "Chameleon cannot emit images in transformers (its image-generation head is "
     "not released); use a Janus/Janus-Pro or Emu3 checkpoint",
@@ -131,9 +131,14 @@ def detect_family(path: str | Path, override: str | None = None) -> str:
                 f"(families: {', '.join(SUPPORTED_FAMILIES)})"
             )
         try:
-            family = str(json.loads(cfg.read_text()).get("model_type", "")).lower()
+            data = json.loads(cfg.read_text())
         except (OSError, ValueError) as e:
             raise ModelError(f"{cfg}: unreadable ({e})") from None
+        family = str(data.get("model_type", "")).lower()
+        archs = data.get("architectures") or []
+        known = family in SUPPORTED_FAMILIES or family in UNSUPPORTED
+        if not known and any(str(a).endswith("ForCausalLM") for a in archs):
+            family = "text"
     if family in UNSUPPORTED:
         raise ModelError(UNSUPPORTED[family])
     if family not in SUPPORTED_FAMILIES:

@@ -178,6 +178,7 @@ class Emu3Adapter:
         dtype: str | torch.dtype | None = None,
         negative_prompt: str = "",
         use_chat_template: bool = True,
+        load_kwargs: dict[str, Any] | None = None,
     ) -> None:
         from transformers import Emu3ForConditionalGeneration, Emu3Processor
 
@@ -185,9 +186,9 @@ class Emu3Adapter:
         self.device = resolve_device(device)
         self.processor = Emu3Processor.from_pretrained(path)
         model = Emu3ForConditionalGeneration.from_pretrained(
-            path, dtype=resolve_dtype(dtype, self.device)
+            path, dtype=resolve_dtype(dtype, self.device), **(load_kwargs or {})
         )
-        self.model = model.to(self.device).eval()
+        self.model = (model if load_kwargs else model.to(self.device)).eval()
         self.vocab = Emu3Vocab.from_model(self.model, self.processor)
         self.negative_prompt = negative_prompt
         self.use_chat_template = use_chat_template and bool(self.processor.chat_template)

@@ -320,14 +320,17 @@ class JanusAdapter:
         device: str = "auto",
         dtype: str | None = None,
         model_id: str | None = None,
+        load_kwargs: dict[str, Any] | None = None,
     ) -> None:
+        """``load_kwargs`` go to ``from_pretrained`` (a quantization config and ``device_map``
+        for QLoRA); the model is then left where they put it."""
         from transformers import JanusForConditionalGeneration, JanusProcessor
 
         self.device = str(resolve_device(device))
         model = JanusForConditionalGeneration.from_pretrained(
-            str(path), dtype=resolve_dtype(dtype, self.device)
+            str(path), dtype=resolve_dtype(dtype, self.device), **(load_kwargs or {})
         )
-        self.model = model.to(self.device).eval()
+        self.model = (model if load_kwargs else model.to(self.device)).eval()
         self.processor = JanusProcessor.from_pretrained(str(path))
         self.model_id = model_id or str(path)
 

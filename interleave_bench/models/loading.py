@@ -8,7 +8,7 @@ from typing import Any
 
 from .base import ModelError, detect_family
 
-TINY = ("tiny:janus", "tiny:emu3")
+TINY = ("tiny:janus", "tiny:emu3", "tiny:text")
 
 
 def tiny_model(spec: str) -> Path:
@@ -22,6 +22,8 @@ def tiny_model(spec: str) -> Path:
             from .tiny_janus import build_tiny_janus as build
         elif family == "emu3":
             from .tiny_emu3 import build_tiny_emu3 as build
+        elif family == "text":
+            from .tiny_text import build_tiny_text as build
         else:
             raise ModelError(f"{spec}: expected one of {', '.join(TINY)}")
         build(dest)
@@ -73,6 +75,10 @@ def load_adapter(
         from .janus import JanusAdapter
 
         return JanusAdapter(str(path), device=device, dtype=dtype)
+    if family == "text":
+        from .text_lm import TextLMAdapter
+
+        return TextLMAdapter(str(path), device=device, dtype=dtype)
     from .emu3 import Emu3Adapter
 
     return Emu3Adapter(str(path), device=device, dtype=dtype)

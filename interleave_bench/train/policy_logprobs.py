@@ -1,6 +1,6 @@
 """Recompute a rollout's per-token log-probs under the current policy (or a frozen reference).
 
-Janus only. One forward pass of the language model per rollout over ``prompt + generated[:-1]``
+Janus: one forward pass of the language model per rollout over ``prompt + generated[:-1]``
 (prompt images through the vision encoder and aligner, generated text through the token
 embeddings, generated image codes through the generation embeddings and aligner, exactly as the
 decode loop fed them: ``models.janus.embed_generated``). The hidden state before each generated
@@ -57,6 +57,12 @@ def _scale(logits: Tensor, temperature: float) -> Tensor:
     return logits / temperature if temperature > 0 else logits
 
 
+def _entropy(logp: Tensor) -> Tensor:
+    """Row entropies of log-probabilities that may hold -inf (disallowed tokens)."""
+    p = logp.exp()
+    return -(p * logp.masked_fill(p == 0, 0.0)).sum(-1)
+
+
 def janus_sequence_logprobs(
     model: Any,
     processor: Any,
@@ -64,14 +70,15 @@ def janus_sequence_logprobs(
     settings: GenerationSettings,
     *,
     image_logprob: ImageLogprob = "cond",
-) -> Tensor:
-    """``(n,)`` log-probs of the rollout's generated tokens (forced positions hold 0)."""
+) -> tuple[Tensor, Tensor]:
+    """``(n,)`` log-probs of the rollout's generated tokens (forced positions hold 0) and the
+    ``(n,)`` entropies of the distributions they were scored under (no grad)."""
     if image_logprob not in IMAGE_LOGPROBS:
         raise ValueError(f"image_logprob must be one of {IMAGE_LOGPROBS}, got {image_logprob!r}")
     tr = rollout.trace
     n = len(tr.token_ids)
     if n == 0:
-        return torch.zeros(0, device=model.device)
+        return torch.zeros(0, device=model.device), torch.zeros(0, device=model.device)
     ids = janus_token_ids(model, processor)
     temp = settings.temperature
     prompt = _prompt_embeds(model, rollout.prompt_inputs)
@@ -81,6 +88,7 @@ def janus_sequence_logprobs(
     target = torch.tensor(tr.token_ids, device=model.device)
     image = torch.tensor(tr.image_mask, dtype=torch.bool, device=model.device)
     out = hidden.new_zeros(n, dtype=torch.float32)
+    ent = torch.zeros(n, device=model.device)
 
     text_pos = (~image).nonzero().squeeze(-1)
     if len(text_pos):
@@ -96,6 +104,7 @@ def janus_sequence_logprobs(
         picked = logp.gather(1, target[text_pos, None]).squeeze(1)
         forced = target[text_pos] == ids.eoi
         out = out.index_put((text_pos,), torch.where(forced, 0.0, picked))
+        ent[text_pos] = _entropy(logp.detach())
 
     img_pos = image.nonzero().squeeze(-1)
     if len(img_pos):
@@ -105,7 +114,8 @@ def janus_sequence_logprobs(
             cond = uncond + float(settings.cfg_scale) * (cond - uncond)
         logp = torch.log_softmax(_scale(cond, temp), -1)
         out = out.index_put((img_pos,), logp.gather(1, target[img_pos, None]).squeeze(1))
-    return out
+        ent[img_pos] = _entropy(logp.detach())
+    return out, ent
 
 
 def _uncond_logits(model: Any, rollout: Rollout, ids: Any) -> Tensor:
@@ -139,7 +149,7 @@ def emu3_sequence_logprobs(
     settings: GenerationSettings,
     *,
     image_logprob: ImageLogprob = "cond",
-) -> Tensor:
+) -> tuple[Tensor, Tensor]:
     """Emu3: one forward over ``prompt + generated[:-1]`` (all ordinary vocabulary tokens); each
     position's allowed set comes from ``ImageGrammar.replay``, forced positions hold 0. With
     ``"cfg"`` each image adds one forward over the loop's unconditional stream (``uncond_prefix``
@@ -151,7 +161,7 @@ def emu3_sequence_logprobs(
     tr = rollout.trace
     n = len(tr.token_ids)
     if n == 0:
-        return torch.zeros(0, device=model.device)
+        return torch.zeros(0, device=model.device), torch.zeros(0, device=model.device)
     inputs = dict(rollout.prompt_inputs)
     prompt_ids = inputs["input_ids"]
     gen = torch.tensor([tr.token_ids[:-1]], dtype=prompt_ids.dtype, device=prompt_ids.device)
@@ -174,7 +184,7 @@ def emu3_sequence_logprobs(
             u = model(input_ids=ids).logits[0, len(prefix) - 1 :].float()
             for k in range(start + 1, end):  # the image start itself is a text-mode choice
                 u_rows[k] = u[k - start]
-    out = []
+    out, ent = [], torch.zeros(n, device=model.device)
     for k, step in enumerate(steps):
         if step.forced is not None:
             out.append(logits.new_zeros(()))
@@ -185,8 +195,10 @@ def emu3_sequence_logprobs(
             u = torch.log_softmax(u_rows[k][visual], -1)
             row = torch.full_like(row, float("-inf")).index_put((visual,), u + scale * (c - u))
         mask = grammar.mask(step.kind, model.device)
-        out.append(allowed_logprobs(row, mask, settings.temperature)[tr.token_ids[k]])
-    return torch.stack(out)
+        logp = allowed_logprobs(row, mask, settings.temperature)
+        out.append(logp[tr.token_ids[k]])
+        ent[k] = _entropy(logp.detach())
+    return torch.stack(out), ent
 
 
 def sequence_logprobs(
@@ -195,8 +207,9 @@ def sequence_logprobs(
     settings: GenerationSettings,
     *,
     image_logprob: ImageLogprob = "cond",
-) -> Tensor:
-    """``(n,)`` recomputed log-probs of one rollout under ``adapter.model`` (either family)."""
+) -> tuple[Tensor, Tensor]:
+    """``(n,)`` recomputed log-probs of one rollout under ``adapter.model`` (either unified
+    family) and the entropies of the distributions they come from."""
     if image_logprob not in IMAGE_LOGPROBS:
         raise ValueError(f"image_logprob must be one of {IMAGE_LOGPROBS}, got {image_logprob!r}")
     if getattr(adapter, "family", "janus") == "emu3":
@@ -206,16 +219,56 @@ def sequence_logprobs(
     )
 
 
+def text_batch_logprobs(
+    adapter: Any, rollouts: Sequence[Rollout], settings: GenerationSettings
+) -> tuple[Tensor, Tensor]:
+    """Text family: one batched forward over ``[left-padded prompt | right-padded answer]``
+    (position ids from the attention mask, as ``generate`` used), logits kept only from the last
+    prompt position on."""
+    model = adapter.model
+    dev = model.device
+    pad = adapter.processor.pad_token_id
+    prompts = [r.prompt_inputs["input_ids"][0].tolist() for r in rollouts]
+    answers = [r.trace.token_ids for r in rollouts]
+    p_len, t_len = max(len(p) for p in prompts), max([len(a) for a in answers] + [1])
+    ids = torch.full((len(rollouts), p_len + t_len), pad, dtype=torch.long)
+    att = torch.zeros_like(ids)
+    for k, (p, a) in enumerate(zip(prompts, answers, strict=True)):
+        ids[k, p_len - len(p) : p_len + len(a)] = torch.tensor(p + a, dtype=torch.long)
+        att[k, p_len - len(p) : p_len + len(a)] = 1
+    ids, att = ids.to(dev), att.to(dev)
+    pos = (att.cumsum(-1) - 1).clamp(min=0)
+    logits = model(
+        input_ids=ids[:, :-1],
+        attention_mask=att[:, :-1],
+        position_ids=pos[:, :-1],
+        logits_to_keep=t_len,
+    ).logits.float()
+    temp = settings.temperature if settings.temperature > 0 else 1.0
+    logp_all = torch.log_softmax(logits / temp, -1)
+    logp = logp_all.gather(-1, ids[:, p_len:, None]).squeeze(-1)
+    return logp * att[:, p_len:], _entropy(logp_all.detach()) * att[:, p_len:]
+
+
 def batch_logprobs(
     adapter: Any,
     rollouts: Sequence[Rollout],
     settings: GenerationSettings,
     *,
     image_logprob: ImageLogprob = "cond",
-) -> Tensor:
-    """``(B, T)`` recomputed log-probs, zero-padded; grad flows when grad is enabled."""
-    rows = [sequence_logprobs(adapter, r, settings, image_logprob=image_logprob) for r in rollouts]
-    return _pad(rows, adapter.model.device)
+    with_entropy: bool = False,
+) -> Any:
+    """``(B, T)`` recomputed log-probs, zero-padded; grad flows when grad is enabled. With
+    ``with_entropy`` also the ``(B, T)`` entropies (no grad)."""
+    if getattr(adapter, "family", "") == "text":
+        logp, ent = text_batch_logprobs(adapter, rollouts, settings)
+    else:
+        pairs = [
+            sequence_logprobs(adapter, r, settings, image_logprob=image_logprob) for r in rollouts
+        ]
+        dev = adapter.model.device
+        logp, ent = _pad([a for a, _ in pairs], dev), _pad([b for _, b in pairs], dev)
+    return (logp, ent) if with_entropy else logp
 
 
 def old_logprobs(

@@ -97,13 +97,18 @@ def rollout(
     *,
     seed: int,
     processor: Any = None,
+    prompt_offset: int = 0,
 ) -> list[Rollout]:
     """``group_size`` rollouts per prompt (prompt-major, a group's members adjacent).
 
     ``adapter_or_model`` is a ``JanusAdapter``/``Emu3Adapter`` or a bare Janus model (then pass
-    ``processor``). Sampling needs ``settings.temperature > 0``; greedy rollouts would all be
-    identical. A failing decode yields a rollout with ``error`` set and an empty trace (its
-    reward is then ``None``: no gradient).
+    ``processor``) or a ``TextLMAdapter``. Sampling needs ``settings.temperature > 0``; greedy
+    rollouts would all be identical. A failing decode yields a rollout with ``error`` set and an
+    empty trace (its reward is then ``None``: no gradient). ``prompt_offset`` is the global index
+    of ``prompts[0]``: a data-parallel rank seeds its rollouts as one process would.
+
+    The text family decodes the whole step in one batched ``generate`` seeded from ``seed``
+    (rollouts then depend on the batch, not on ``(prompt, g)`` alone).
     """
     import torch
 
@@ -113,6 +118,8 @@ def rollout(
         raise ValueError(f"group_size must be >= 1, got {group_size}")
     if settings.temperature <= 0 and group_size > 1:
         raise ValueError("rollouts need temperature > 0 (greedy answers of a group are identical)")
+    if getattr(adapter, "family", "") == "text":
+        return _rollout_text(adapter, prompts, settings, group_size, seed, prompt_offset)
     decode = _decode_emu3 if getattr(adapter, "family", "") == "emu3" else _decode_janus
     was_training = model.training
     model.eval()
@@ -125,7 +132,7 @@ def rollout(
                 else build_prompt_inputs(adapter.processor, prompt, store)
             )
             for g in range(group_size):
-                s = rollout_seed(seed, i, g)
+                s = rollout_seed(seed, prompt_offset + i, g)
                 gen = torch.Generator(device=model.device).manual_seed(s)
                 start = time.perf_counter()
                 try:
@@ -149,6 +156,46 @@ def rollout(
                 out.append(Rollout(i, prompt, inputs, answer, trace, s, elapsed, None, sampled))
     finally:
         model.train(was_training)
+    return out
+
+
+def _rollout_text(
+    adapter: Any,
+    prompts: Sequence[Interleaved],
+    settings: GenerationSettings,
+    group_size: int,
+    seed: int,
+    prompt_offset: int,
+) -> list[Rollout]:
+    """All ``len(prompts) * group_size`` answers of a text LM in one batched ``generate``."""
+    model = adapter.model
+    was_training = model.training
+    model.eval()
+    repeated = [p for p in prompts for _ in range(group_size)]
+    start = time.perf_counter()
+    try:
+        inputs = adapter.encode(repeated)
+        traces = adapter.decode_batch(inputs, settings, rollout_seed(seed, prompt_offset, 0))
+    finally:
+        model.train(was_training)
+    each = (time.perf_counter() - start) / max(len(repeated), 1)
+    out = []
+    for k, (prompt, tr) in enumerate(zip(repeated, traces, strict=True)):
+        row = inputs["input_ids"][k][inputs["attention_mask"][k].bool()]
+        answer = Interleaved([Segment.of_text(adapter.text_of(tr))])
+        out.append(
+            Rollout(
+                k // group_size,
+                prompt,
+                {"input_ids": row[None]},
+                answer,
+                tr,
+                seed,
+                each,
+                None,
+                [True] * len(tr.token_ids),
+            )
+        )
     return out
 
 

@@ -1,89 +1,51 @@
-"""A compact GRPO loop for Janus and Emu3: rollouts through the eval decode loop, scorer rewards, grpo_loss.
+"""A compact GRPO loop for Janus, Emu3 and text LMs: rollouts through the eval decode loops,
+scorer rewards, ``grpo_loss``.
 
-Each step: pick ``prompts_per_step`` samples (deterministically from the seed and step), draw
-``group_size`` rollouts per prompt (``train.rollout``), score them with a ``NativeReward`` over a
-scorer (default ``StructureScorer(expected="IT", prefer_gold=False)``: exactly one image followed
-by text), turn rewards into group-normalised outcome advantages (plus optional process
-advantages, one reward per modality segment), then ``updates_per_rollout`` AdamW updates of
-``grpo_loss`` with log-probs recomputed in one forward pass per rollout
-(``train.policy_logprobs``) and a frozen reference (a deep copy of the initial model) for the KL.
+Each step: pick ``prompts_per_step`` samples (deterministically from the seed and step; each
+process of a data-parallel run takes its slice, ``train.distributed``), draw ``group_size``
+rollouts per prompt (``train.rollout``), score them with the recipe's reward (``train.
+recipe_rewards``; default the structure scorer asking for ``expected``), optionally drop groups
+without reward spread and refill them with new prompts (dynamic sampling), turn rewards into
+group-normalised outcome advantages (plus optional process advantages, one reward per modality
+segment), then ``updates_per_rollout`` AdamW updates of ``grpo_loss`` with log-probs recomputed
+by ``train.policy_logprobs`` and a frozen reference for the KL (none when ``beta == 0``; the base
+model with adapters off under LoRA, ``train.peft_setup``).
 
 Reproducibility and resume: prompt choice and rollout generators derive from ``(seed, step)``
-only, and a checkpoint holds the model and optimizer states, the step, the RNG states and the
-byte offset of the JSONL log. ``resume=True`` loads the latest checkpoint, cuts the log back to
-that offset and carries on, so the later records equal those of an uninterrupted run.
-
-Not done here: LoRA/QLoRA (peft), accelerate/multi-process, dynamic sampling refill.
+only, and a checkpoint holds the trainable weights, the optimizer state, the step, the RNG
+states and the byte offset of the JSONL log. ``resume=True`` loads the latest checkpoint, cuts the
+log back to that offset and carries on, so the later records equal those of an uninterrupted run.
 """
 
 from __future__ import annotations
 
-import copy
 import json
 import math
 import random
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from ..media import ImageStore
-from ..models.base import GenerationSettings, detect_family
-from ..models.janus import JanusAdapter, janus_token_ids
+from ..models.base import detect_family
 from ..models.prompts import build_prompt
 from ..scorers.structure import StructureScorer, structure_of
 from ..types import Sample
-from .grpo import grpo_loss, outcome_advantages, process_advantages
+from .config import TrainConfig
+from .distributed import Dist
+from .grpo import SPREAD_ATOL, grpo_loss, outcome_advantages, process_advantages
+from .peft_setup import Reference, apply_lora, quantization_kwargs, trainable_state
 from .policy_logprobs import batch_logprobs, batch_mask, old_logprobs
-from .rewards import NativeReward
+from .recipe_rewards import build_reward
 from .rollout import IMAGE_LOGPROBS, Rollout, rollout, rollout_predictions
 
+__all__ = ["GRPOTrainer", "TrainConfig", "TrainResult", "read_log", "train"]
+
 LOG_NAME = "log.jsonl"
-
-
-@dataclass
-class TrainConfig:
-    """Everything that decides a run (saved next to its checkpoints)."""
-
-    model: str
-    output_dir: str
-    benchmark: str = "mmie:sample"
-    max_samples: int | None = None  # use only the first N samples as the prompt pool
-    steps: int = 20
-    prompts_per_step: int = 2
-    group_size: int = 4
-    lr: float = 2e-3
-    weight_decay: float = 0.0
-    beta: float = 0.04
-    eps_low: float = 0.2
-    eps_high: float = 0.2
-    loss_type: str = "grpo"
-    importance: str = "token"
-    scale_rewards: str = "group"
-    image_logprob: str = "cond"  # "cfg" | "cond": which image log-probs form the ratio
-    updates_per_rollout: int = 1
-    grad_accum: int = 1  # micro-batches per optimizer update (split over completions)
-    max_grad_norm: float | None = 1.0
-    process_weight: float = 0.0  # > 0: add process advantages (per-segment structure rewards)
-    expected: str = "IT"
-    checkpoint_every: int = 0  # 0 = only at the end
-    seed: int = 0
-    device: str = "cpu"
-    generation: dict[str, Any] = field(
-        default_factory=lambda: {
-            "max_new_tokens": 24,
-            "temperature": 1.0,
-            "top_p": 1.0,
-            "cfg_scale": 5.0,
-            "max_images": 2,
-        }
-    )
-
-    def settings(self) -> GenerationSettings:
-        return GenerationSettings(**{**self.generation, "seed": self.seed})
 
 
 @dataclass
@@ -101,50 +63,60 @@ def _mean_std(values: Sequence[float]) -> tuple[float, float]:
     return m, math.sqrt(var)
 
 
+def load_policy(cfg: TrainConfig, device: str) -> Any:
+    """The adapter of ``cfg.model``'s family (Janus, Emu3 or a text LM), quantized if asked."""
+    family = detect_family(cfg.model)
+    kwargs = quantization_kwargs(cfg.quantization, device, cfg.lora is not None)
+    if family == "emu3":
+        from ..models.emu3 import Emu3Adapter
+
+        return Emu3Adapter(cfg.model, device=device, dtype=cfg.dtype, load_kwargs=kwargs)
+    if family == "text":
+        from ..models.text_lm import TextLMAdapter
+
+        return TextLMAdapter(cfg.model, device=device, dtype=cfg.dtype, load_kwargs=kwargs)
+    from ..models.janus import JanusAdapter
+
+    return JanusAdapter(cfg.model, device=device, dtype=cfg.dtype, load_kwargs=kwargs)
+
+
 class GRPOTrainer:
-    """GRPO with scorer rewards (Janus or Emu3, from the checkpoint's ``model_type``). ``reward`` overrides the default structure reward."""
+    """GRPO with scorer rewards. ``reward`` (a ``NativeReward``, a ``HybridReward`` or any
+    ``(samples, predictions) -> rewards`` callable) overrides the recipe's."""
 
     def __init__(
         self,
         config: TrainConfig,
         *,
-        reward: NativeReward | None = None,
+        reward: Any = None,
         samples: Sequence[Sample] | None = None,
         console: Any = None,
     ) -> None:
         if config.image_logprob not in IMAGE_LOGPROBS:
             raise ValueError(f"image_logprob must be one of {IMAGE_LOGPROBS}")
         self.cfg = config
+        self.dist = Dist(config.device)
         self.out = Path(config.output_dir)
         self.out.mkdir(parents=True, exist_ok=True)
         self.log_path = self.out / LOG_NAME
         self.store = ImageStore(self.out / "images")
-        self.family = detect_family(config.model)
-        if self.family == "emu3":
-            from ..models.emu3 import Emu3Adapter
-
-            self.adapter: Any = Emu3Adapter(config.model, device=config.device, dtype="float32")
-        else:
-            self.adapter = JanusAdapter(config.model, device=config.device, dtype="float32")
+        self.adapter = load_policy(config, self.dist.device)
+        self.family = self.adapter.family
         self.model, self.processor = self.adapter.model, self.adapter.processor
-        self.model.requires_grad_(True)
-        # the reference is the *initial* policy, also after a resume
-        self.ref = copy.deepcopy(self.model).eval().requires_grad_(False)
-        self.ref_adapter = copy.copy(self.adapter)
-        self.ref_adapter.model = self.ref
-        self.optimizer = torch.optim.AdamW(
-            [p for p in self.model.parameters() if p.requires_grad],
-            lr=config.lr,
-            weight_decay=config.weight_decay,
-        )
-        if self.family == "emu3":
-            vocab = self.adapter.vocab
-            self.structural = frozenset({vocab.boi, *vocab.eos})
+        self.peft = None
+        if config.lora is not None:
+            self.peft = apply_lora(self.model, config.lora, quantized=bool(config.quantization))
         else:
-            ids = janus_token_ids(self.model, self.processor)
-            self.structural = frozenset({ids.boi, ids.eoi, *ids.eos})
+            self.model.requires_grad_(True)
+        # the reference is the *initial* policy, also after a resume
+        self.ref = Reference(self.adapter, self.peft) if config.beta > 0 else None
+        self.params = [p for p in self.model.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.AdamW(
+            self.params, lr=config.lr, weight_decay=config.weight_decay
+        )
+        self.structural = self._structural_tokens()
         self.scorer = StructureScorer(expected=config.expected, prefer_gold=False)
-        self.reward = reward or NativeReward(self.scorer)
+        self.reward = reward or build_reward(config, self.scorer)
         if samples is None:
             from .. import load_benchmark
 
@@ -152,8 +124,19 @@ class GRPOTrainer:
         self.samples = list(samples)[: config.max_samples]
         if not self.samples:
             raise ValueError(f"{config.benchmark}: no samples to train on")
-        self.console = console
+        self.console = console if self.dist.main else None
         self.step = 0
+
+    def _structural_tokens(self) -> frozenset[int]:
+        if self.family == "emu3":
+            vocab = self.adapter.vocab
+            return frozenset({vocab.boi, *vocab.eos})
+        if self.family == "janus":
+            from ..models.janus import janus_token_ids
+
+            ids = janus_token_ids(self.model, self.processor)
+            return frozenset({ids.boi, ids.eoi, *ids.eos})
+        return frozenset(t for t in [self.processor.eos_token_id] if t is not None)
 
     # ------------------------------------------------------------------ checkpoints
 
@@ -161,21 +144,24 @@ class GRPOTrainer:
         return self.out / f"checkpoint-{step:06d}"
 
     def save_checkpoint(self) -> Path:
-        """Model + optimizer + step + RNG states + the log's byte offset, in one file."""
+        """Trainable weights + optimizer + step + RNG states + the log's byte offset, one file
+        (written by process 0; every process waits for it)."""
         path = self.checkpoint_dir(self.step)
-        path.mkdir(parents=True, exist_ok=True)
-        state = {
-            "model": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "step": self.step,
-            "torch_rng": torch.get_rng_state(),
-            "python_rng": random.getstate(),
-            "log_offset": self.log_path.stat().st_size if self.log_path.exists() else 0,
-            "config": asdict(self.cfg),
-        }
-        tmp = path / "state.pt.tmp"
-        torch.save(state, tmp)
-        tmp.replace(path / "state.pt")
+        if self.dist.main:
+            path.mkdir(parents=True, exist_ok=True)
+            state = {
+                "model": trainable_state(self.model, self.peft),
+                "optimizer": self.optimizer.state_dict(),
+                "step": self.step,
+                "torch_rng": torch.get_rng_state(),
+                "python_rng": random.getstate(),
+                "log_offset": self.log_path.stat().st_size if self.log_path.exists() else 0,
+                "config": asdict(self.cfg),
+            }
+            tmp = path / "state.pt.tmp"
+            torch.save(state, tmp)
+            tmp.replace(path / "state.pt")
+        self.dist.barrier()
         return path
 
     def latest_checkpoint(self) -> Path | None:
@@ -184,25 +170,92 @@ class GRPOTrainer:
 
     def load_checkpoint(self, path: Path) -> None:
         state = torch.load(path / "state.pt", weights_only=False, map_location=self.model.device)
-        self.model.load_state_dict(state["model"])
+        self.model.load_state_dict(state["model"], strict=self.peft is None)
         self.optimizer.load_state_dict(state["optimizer"])
         self.step = int(state["step"])
         torch.set_rng_state(state["torch_rng"])
         random.setstate(state["python_rng"])
-        with open(self.log_path, "a+b") as f:  # drop records written after the checkpoint
-            f.truncate(int(state["log_offset"]))
+        if self.dist.main:
+            with open(self.log_path, "a+b") as f:  # drop records written after the checkpoint
+                f.truncate(int(state["log_offset"]))
+        self.dist.barrier()
 
-    # ------------------------------------------------------------------ one step
+    def save_final(self) -> Path:
+        """``output_dir/final``: the trained model (LoRA merged in) and its processor, loadable by
+        ``ibench eval --model``; a quantized base keeps only the adapter."""
+        dest = self.out / "final"
+        if self.dist.main:
+            if self.peft is not None and self.cfg.quantization:
+                self.peft.save_pretrained(dest / "adapter")
+            else:
+                model = self.model
+                if self.peft is not None:
+                    model = self.peft.merge_and_unload()
+                    self.model = self.adapter.model = model
+                model.save_pretrained(dest)
+                self.processor.save_pretrained(dest)
+        self.dist.barrier()
+        return dest
 
-    def _prompt_indices(self, step: int) -> list[int]:
-        rng = random.Random(self.cfg.seed * 7919 + step)
+    # ------------------------------------------------------------------ rollouts and rewards
+
+    def _prompt_indices(self, step: int, round_: int = 0) -> list[int]:
+        rng = random.Random(self.cfg.seed * 7919 + step + 104_729 * round_)
         n = len(self.samples)
         k = self.cfg.prompts_per_step
         return rng.sample(range(n), k) if k <= n else [rng.randrange(n) for _ in range(k)]
 
-    def _rewards(self, picked: list[Sample], rolls: list[Rollout]) -> list[float | None]:
+    def _score(self, picked: list[Sample], rolls: list[Rollout]) -> tuple[list, dict[str, float]]:
         samples, preds = rollout_predictions(rolls, picked, self.cfg.model)
-        return self.reward(samples, preds)
+        result = self.reward(samples, preds)
+        if hasattr(result, "total"):  # HybridReward: per-component values for the log
+            return list(result.total), result.metrics()
+        return list(result), {}
+
+    def _collect(self, step: int) -> tuple[list[Sample], list[Rollout], list, dict[str, Any]]:
+        """This process's groups for the step: rollouts, rewards and reward metrics. With dynamic
+        sampling, zero-spread groups are replaced by groups of freshly drawn prompts (up to
+        ``max_refill_rounds`` rounds) and the log says how many were dropped."""
+        cfg, settings, g = self.cfg, self.cfg.settings(), self.cfg.group_size
+        picked_all, rolls_all, rewards_all = [], [], []
+        metrics: dict[str, Any] = {}
+        need = cfg.prompts_per_step // self.dist.world
+        dropped = rounds = 0
+        while True:
+            idx, offset = self.dist.shard(self._prompt_indices(step, rounds))
+            picked = [self.samples[i] for i in idx]
+            rolls = rollout(
+                self.adapter,
+                [build_prompt(s) for s in picked],
+                settings,
+                g,
+                self.store,
+                seed=cfg.seed * 100_003 + step + 7_919 * rounds,
+                prompt_offset=offset,
+            )
+            rewards, m = self._score(picked, rolls)
+            if rounds == 0:
+                metrics = m
+            for i, sample in enumerate(picked):
+                group = rewards[i * g : (i + 1) * g]
+                if cfg.dynamic_sampling and not _has_spread(group):
+                    dropped += 1
+                    continue
+                if len(picked_all) < need:
+                    for r in rolls[i * g : (i + 1) * g]:
+                        r.prompt_index = len(picked_all)
+                    picked_all.append(sample)
+                    rolls_all.extend(rolls[i * g : (i + 1) * g])
+                    rewards_all.extend(group)
+            rounds += 1
+            if not cfg.dynamic_sampling or len(picked_all) >= need:
+                break
+            if rounds > cfg.max_refill_rounds:
+                if not picked_all:  # nothing with spread: train on the last draw (zero advantage)
+                    picked_all, rolls_all, rewards_all = picked, rolls, rewards
+                break
+        metrics.update({"groups_dropped": dropped, "sampling_rounds": rounds})
+        return picked_all, rolls_all, rewards_all, metrics
 
     def _advantages(
         self, rolls: list[Rollout], rewards: list[float | None], width: int
@@ -216,56 +269,57 @@ class GRPOTrainer:
         steps, spans = [], []
         for r in rolls:
             segs = r.trace.segments
-            vals: list[float | None] = []
             letters = [_letter(r.trace.token_ids, seg, self.structural) for seg in segs]
-            for k in range(len(segs)):
-                vals.append(_prefix_reward("".join(letters[: k + 1]), self.scorer.expected or ""))
+            vals: list[float | None] = [
+                _prefix_reward("".join(letters[: k + 1]), self.scorer.expected or "")
+                for k in range(len(segs))
+            ]
             steps.append(vals)
             spans.append(segs)
         proc = process_advantages(steps, spans, self.cfg.group_size, width)
         return adv[:, None] + self.cfg.process_weight * proc, stats
 
+    # ------------------------------------------------------------------ one step
+
     def train_step(self) -> dict[str, Any]:
         cfg, settings = self.cfg, self.cfg.settings()
         t0 = time.perf_counter()
-        idx = self._prompt_indices(self.step)
-        picked = [self.samples[i] for i in idx]
-        prompts = [build_prompt(s) for s in picked]
-        rolls = rollout(
-            self.adapter,
-            prompts,
-            settings,
-            cfg.group_size,
-            self.store,
-            seed=cfg.seed * 100_003 + self.step,
-        )
+        picked, rolls, rewards, reward_metrics = self._collect(self.step)
         t_roll = time.perf_counter() - t0
-        rewards = self._rewards(picked, rolls)
         mask = batch_mask(rolls)
         adv, adv_stats = self._advantages(rolls, rewards, mask.shape[1])
-        old = old_logprobs(rolls, cfg.image_logprob)  # type: ignore[arg-type]
-        with torch.no_grad():
-            ref = batch_logprobs(self.ref_adapter, rolls, settings, image_logprob=cfg.image_logprob)  # type: ignore[arg-type]
+        dev = self.model.device
+        mask, adv = mask.to(dev), adv.to(dev)
+        old = old_logprobs(rolls, cfg.image_logprob, dev)  # type: ignore[arg-type]
+        ref = None
+        if self.ref is not None:
+            with torch.no_grad(), self.ref.active() as ref_adapter:
+                ref = batch_logprobs(ref_adapter, rolls, settings, image_logprob=cfg.image_logprob)  # type: ignore[arg-type]
         self.model.train()
         metrics: dict[str, list[float]] = {}
         b = len(rolls)
-        chunks = [list(range(b))[i :: cfg.grad_accum] for i in range(cfg.grad_accum)]
-        chunks = [c for c in chunks if c]
-        n_active = float(mask.sum())
-        for _ in range(cfg.updates_per_rollout):
+        chunks = [
+            c for c in (list(range(b))[i :: cfg.grad_accum] for i in range(cfg.grad_accum)) if c
+        ]
+        n_active = self.dist.sum(float(mask.sum()))
+        entropy_sum = 0.0
+        for update in range(cfg.updates_per_rollout):
             self.optimizer.zero_grad(set_to_none=True)
             for c in chunks:
-                logp = batch_logprobs(
+                logp, ent = batch_logprobs(
                     self.adapter,
                     [rolls[i] for i in c],
                     settings,
                     image_logprob=cfg.image_logprob,  # type: ignore[arg-type]
+                    with_entropy=True,
                 )
                 w = logp.shape[1]
+                if update == 0:
+                    entropy_sum += float((ent * mask[c, :w]).sum())
                 loss, m = grpo_loss(
                     logp,
                     old[c, :w],
-                    ref[c, :w],
+                    None if ref is None else ref[c, :w],
                     adv[c, :w] if adv.dim() == 2 else adv[c],
                     mask[c, :w],
                     eps_low=cfg.eps_low,
@@ -274,6 +328,7 @@ class GRPOTrainer:
                     loss_type=cfg.loss_type,  # type: ignore[arg-type]
                     importance=cfg.importance,  # type: ignore[arg-type]
                     num_items_in_batch=n_active if cfg.loss_type == "dapo" else None,
+                    num_processes=self.dist.world,
                 )
                 # dapo already divides by the whole batch's token count: sum micro-batches;
                 # the others are means over their micro-batch: weight by its share
@@ -281,16 +336,38 @@ class GRPOTrainer:
                 m["loss"] = float(loss.detach())
                 for k, v in m.items():
                     metrics.setdefault(k, []).append(float(v))
+            self.dist.average_gradients(self.params)
             if cfg.max_grad_norm:
-                torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.max_grad_norm)
+                torch.nn.utils.clip_grad_norm_(self.params, cfg.max_grad_norm)
             self.optimizer.step()
         self.model.eval()
         self.step += 1
+        local = {
+            "rewards": rewards,
+            "structures": [structure_of(r.output) for r in rolls],
+            "text_tokens": sum(r.n_text_tokens for r in rolls),
+            "image_tokens": sum(r.n_image_tokens for r in rolls),
+            "errors": sum(r.error is not None for r in rolls),
+            "entropy_sum": entropy_sum,
+            "active": float(mask.sum()),
+            "zero_spread": float(adv_stats.get("frac_zero_spread_groups", math.nan)),
+            "metrics": {k: sum(v) / len(v) for k, v in metrics.items()},
+            "reward_metrics": reward_metrics,
+        }
+        record = self._record(self.dist.gather(local), t0, t_roll)
+        if self.dist.main:
+            with open(self.log_path, "a", encoding="utf-8") as f:
+                f.write(json.dumps(record) + "\n")
+            self._print(record)
+        return record
 
+    def _record(self, parts: list[dict[str, Any]], t0: float, t_roll: float) -> dict[str, Any]:
+        """One log record from every process's part (rank order)."""
+        rewards = [r for p in parts for r in p["rewards"]]
         ok = [r for r in rewards if r is not None]
         mean, std = _mean_std(ok)
         name = getattr(self.reward, "__name__", "reward")
-        structures = [structure_of(r.output) for r in rolls]
+        active = sum(p["active"] for p in parts)
         record: dict[str, Any] = {
             "step": self.step,
             "reward_mean": mean,
@@ -299,19 +376,23 @@ class GRPOTrainer:
             f"reward/{name}/std": std,
             "rewards": rewards,
             "reward_none": len(rewards) - len(ok),
-            "frac_zero_spread": float(adv_stats.get("frac_zero_spread_groups", math.nan)),
-            "text_tokens": sum(r.n_text_tokens for r in rolls),
-            "image_tokens": sum(r.n_image_tokens for r in rolls),
-            "structures": structures,
-            "errors": sum(r.error is not None for r in rolls),
+            "frac_zero_spread": sum(p["zero_spread"] for p in parts) / len(parts),
+            "entropy": sum(p["entropy_sum"] for p in parts) / active if active else math.nan,
+            "text_tokens": sum(p["text_tokens"] for p in parts),
+            "image_tokens": sum(p["image_tokens"] for p in parts),
+            "structures": [s for p in parts for s in p["structures"]],
+            "errors": sum(p["errors"] for p in parts),
+            "groups_dropped": sum(p["reward_metrics"].get("groups_dropped", 0) for p in parts),
+            "sampling_rounds": max(p["reward_metrics"].get("sampling_rounds", 1) for p in parts),
             "rollout_seconds": t_roll,
             "seconds": time.perf_counter() - t0,
         }
-        for k, v in metrics.items():
-            record[k] = sum(v) / len(v)
-        with open(self.log_path, "a", encoding="utf-8") as f:
-            f.write(json.dumps(record) + "\n")
-        self._print(record)
+        for key in parts[0]["metrics"]:
+            record[key] = sum(p["metrics"][key] for p in parts) / len(parts)
+        for key in parts[0]["reward_metrics"]:
+            if key.startswith("reward/"):
+                vals = [p["reward_metrics"][key] for p in parts]
+                record[key] = sum(vals) / len(vals)
         return record
 
     def _print(self, rec: dict[str, Any]) -> None:
@@ -320,8 +401,8 @@ class GRPOTrainer:
         self.console.print(
             f"[bold]step {rec['step']}[/] reward {rec['reward_mean']:.3f}±{rec['reward_std']:.3f} "
             f"kl {rec.get('kl', float('nan')):.4f} clip {rec.get('clip_frac', 0):.3f} "
-            f"zero-spread {rec['frac_zero_spread']:.2f} tokens {rec['text_tokens']}t/"
-            f"{rec['image_tokens']}i {rec['seconds']:.1f}s"
+            f"entropy {rec['entropy']:.3f} zero-spread {rec['frac_zero_spread']:.2f} "
+            f"tokens {rec['text_tokens']}t/{rec['image_tokens']}i {rec['seconds']:.1f}s"
         )
 
     # ------------------------------------------------------------------ the loop
@@ -335,18 +416,28 @@ class GRPOTrainer:
         t0 = time.perf_counter()
         if resume and (ckpt := self.latest_checkpoint()) is not None:
             self.load_checkpoint(ckpt)
-        elif not resume:
+        elif not resume and self.dist.main:
             self.log_path.write_text("")
-        (self.out / "config.json").write_text(json.dumps(asdict(self.cfg), indent=2))
+        if self.dist.main:
+            (self.out / "config.json").write_text(json.dumps(asdict(self.cfg), indent=2))
+        self.dist.barrier()
         end = self.cfg.steps if stop_after is None else min(self.cfg.steps, self.step + stop_after)
         every = self.cfg.checkpoint_every
         while self.step < end:
             self.train_step()
             if every and self.step % every == 0:
                 self.save_checkpoint()
-        if self.step == self.cfg.steps and not (every and self.step % every == 0):
-            self.save_checkpoint()
+        if self.step == self.cfg.steps:
+            if not (every and self.step % every == 0):
+                self.save_checkpoint()
+            if self.cfg.save_final:
+                self.save_final()
         return TrainResult(read_log(self.log_path), self.log_path, time.perf_counter() - t0)
+
+
+def _has_spread(group: Sequence[float | None]) -> bool:
+    vals = [v for v in group if v is not None]
+    return len(vals) > 1 and max(vals) - min(vals) > SPREAD_ATOL
 
 
 def _letter(tokens: list[int], seg: tuple[str, int, int], structural: frozenset[int]) -> str:

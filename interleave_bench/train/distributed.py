@@ -1,0 +1,79 @@
+"""Data parallelism through accelerate: ``torchrun`` / ``accelerate launch`` start N processes.
+
+Each process rolls out and scores its own slice of a step's prompts (whole groups, so group
+normalisation stays local), computes the loss on them, and the gradients are averaged over
+processes before every optimizer step; process 0 writes the log and the checkpoints. Rollout
+seeds use the global prompt index, so N processes train on exactly the answers one would.
+
+The average is an explicit all-reduce of the flattened gradients rather than a DDP wrapper: the
+log-prob code calls sub-modules (Janus's generation head, the vision encoder) that a DDP forward
+would not see. Single-process runs never import accelerate's state machinery.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+
+class Dist:
+    """Rank, world size and the few collectives the trainer needs."""
+
+    def __init__(self, device: str) -> None:
+        self.world = int(os.environ.get("WORLD_SIZE", "1"))
+        self.acc: Any = None
+        self.rank = 0
+        self.device = device
+        if self.world > 1:
+            from accelerate import Accelerator
+
+            self.acc = Accelerator(cpu=str(device) == "cpu")
+            self.rank = self.acc.process_index
+            self.world = self.acc.num_processes
+            if str(device) != "cpu":
+                self.device = str(self.acc.device)
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    def shard(self, items: list[Any]) -> tuple[list[Any], int]:
+        """This process's contiguous slice and the global index of its first item."""
+        if len(items) % self.world:
+            raise ValueError(
+                f"prompts_per_step ({len(items)}) must be a multiple of the process count ({self.world})"
+            )
+        k = len(items) // self.world
+        return items[self.rank * k : (self.rank + 1) * k], self.rank * k
+
+    def gather(self, obj: Any) -> list[Any]:
+        """Every process's ``obj``, in rank order (on every process)."""
+        if self.acc is None:
+            return [obj]
+        import torch.distributed as td
+
+        out: list[Any] = [None] * self.world
+        td.all_gather_object(out, obj)
+        return out
+
+    def sum(self, value: float) -> float:
+        return float(sum(self.gather(value)))
+
+    def average_gradients(self, params: list[Any]) -> None:
+        """Mean of every gradient over processes (one flat all-reduce)."""
+        if self.acc is None:
+            return
+        import torch
+
+        grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+        flat = torch.cat([g.reshape(-1) for g in grads])
+        flat = self.acc.reduce(flat, reduction="mean")
+        offset = 0
+        for p, g in zip(params, grads, strict=True):
+            n = g.numel()
+            p.grad = flat[offset : offset + n].view_as(p).clone()
+            offset += n
+
+    def barrier(self) -> None:
+        if self.acc is not None:
+            self.acc.wait_for_everyone()

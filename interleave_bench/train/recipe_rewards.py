@@ -1,0 +1,73 @@
+"""Rewards named in a recipe: the scorers ``ibench score`` builds, as ``NativeReward``s.
+
+One component is a plain ``NativeReward``; several become a ``HybridReward`` (text, visual,
+format, judge) with their weights. Judge-based components get their own judgment cache under the
+run folder, so a resumed run does not pay twice for a judgment it already has.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from .config import TrainConfig
+from .rewards import HybridReward, NativeReward
+
+KNOWN_KEYS = {"protocol", "weight", "name", "key", "options"}
+
+
+def build_reward(cfg: TrainConfig, default_scorer: Any) -> Any:
+    """The run's reward: the recipe's components, or ``default_scorer`` when there are none."""
+    if not cfg.rewards:
+        return NativeReward(default_scorer)
+    parts: dict[str, tuple[Any, float]] = {}
+    for i, spec in enumerate(cfg.rewards):
+        where = f"rewards[{i}]"
+        if not isinstance(spec, dict) or "protocol" not in spec:
+            raise ValueError(f"{where}: expected a mapping with a 'protocol' key, got {spec!r}")
+        unknown = set(spec) - KNOWN_KEYS
+        if unknown:
+            raise ValueError(
+                f"{where}: unknown key(s) {sorted(unknown)}; known {sorted(KNOWN_KEYS)}"
+            )
+        scorer = _scorer(cfg, str(spec["protocol"]), dict(spec.get("options") or {}), where)
+        name = str(spec.get("name") or spec["protocol"])
+        if name in parts:
+            raise ValueError(f"{where}: duplicate reward name {name!r}")
+        parts[name] = (
+            NativeReward(scorer, key=spec.get("key"), name=name),
+            float(spec.get("weight", 1.0)),
+        )
+    if len(parts) == 1:
+        return next(iter(parts.values()))[0]
+    return HybridReward(
+        parts,
+        cfg.reward_mode,  # type: ignore[arg-type]
+        group_size=cfg.group_size,
+        missing=cfg.reward_missing,  # type: ignore[arg-type]
+    )
+
+
+def _scorer(cfg: TrainConfig, protocol: str, options: dict[str, Any], where: str) -> Any:
+    from ..scoring import ScoreOptions, build_engine, build_scorer
+
+    if protocol == "structure":
+        from ..scorers.structure import StructureScorer
+
+        return StructureScorer(expected=options.pop("expected", cfg.expected), prefer_gold=False)
+    for k in ("protocol_file", "clip_model", "judge_local", "price_table"):
+        if options.get(k) is not None:
+            options[k] = Path(options[k])
+    options.setdefault("preflight", False)
+    try:
+        opts = ScoreOptions(
+            bench=cfg.benchmark,
+            predictions=Path(cfg.output_dir),
+            protocol=protocol,
+            out=Path(cfg.output_dir) / "rewards" / protocol,
+            **options,
+        )
+    except TypeError as e:
+        raise ValueError(f"{where}.options: {e}") from None
+    opts.out.mkdir(parents=True, exist_ok=True)
+    return build_scorer(opts, build_engine(opts))
