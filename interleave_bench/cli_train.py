@@ -9,7 +9,9 @@ import typer
 
 from .cli import JsonOpt, app, err, fail, out, print_json
 
-train_app = typer.Typer(help="Training (GRPO with scorer rewards).", no_args_is_help=True)
+train_app = typer.Typer(
+    help="Training: SFT warm-up, then GRPO with scorer rewards.", no_args_is_help=True
+)
 app.add_typer(train_app, name="train")
 
 
@@ -84,5 +86,46 @@ def train_grpo(
         out.print(
             f"trained {summary['steps']} steps in {summary['seconds']} s; reward "
             f"{summary['reward_first']} -> {summary['reward_last']}; log: {summary['log']}",
+            markup=False,
+        )
+
+
+@train_app.command("warmup")
+def train_warmup(
+    config: Annotated[Path, typer.Option("--config", help="A warm-up recipe YAML (see train/).")],
+    overrides: Annotated[list[str] | None, typer.Argument(help="key=value overrides.")] = None,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Continue from the latest checkpoint.")
+    ] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Supervised warm-up (interleaved, understanding and text-to-image answers) before GRPO."""
+    from .models.base import ModelError
+    from .train.warmup import WarmupConfig, warmup
+    from .train.warmup_data import WarmupDataError
+
+    cfg = _train_config(config, overrides or [], WarmupConfig)
+    try:
+        result = warmup(cfg, resume=resume, console=None if as_json else err)
+    except (WarmupDataError, ModelError) as e:
+        raise fail(str(e), 2) from None
+    except ValueError as e:  # a mix that does not fit the data, an unusable image
+        raise fail(f"{config}: {e}", 2) from None
+    first, last = result.records[:1], result.records[-1:]
+    summary: dict[str, Any] = {
+        "log": str(result.log_path),
+        "steps": len(result.records),
+        "seconds": round(result.seconds, 2),
+        "loss_first": first[0]["loss"] if first else None,
+        "loss_last": last[0]["loss"] if last else None,
+        "final_model": None if result.final_path is None else str(result.final_path),
+    }
+    if as_json:
+        print_json(summary)
+    else:
+        out.print(
+            f"warmed up {summary['steps']} steps in {summary['seconds']} s; loss "
+            f"{summary['loss_first']} -> {summary['loss_last']}; model: {summary['final_model']}; "
+            f"log: {summary['log']}",
             markup=False,
         )

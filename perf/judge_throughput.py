@@ -1,6 +1,6 @@
 """Judge throughput: 2,000 judgments against an OpenAI-compatible server with 50 ms latency.
 
-Runs the test suite's scripted server in its own process on 127.0.0.1, then measures in one run:
+Runs a scripted stand-in server in its own process on 127.0.0.1, then measures in one run:
   1. ours: JudgeEngine (SQLite cache) + OpenAIJudge at concurrency 64, against the ideal time
      N x latency / concurrency;
   2. the same with 10% of replies answered 429 (with ``retry-after-ms: 50``), retried by our policy;
@@ -32,35 +32,69 @@ from interleave_bench.judges.client import JudgeConfig, OpenAIJudge  # noqa: E40
 from interleave_bench.judges.engine import JudgeEngine  # noqa: E402
 from interleave_bench.judges.request import JudgeRequest, Part  # noqa: E402
 
+# The stand-in for a remote endpoint runs in its own process and answers with a minimal HTTP/1.1
+# keep-alive server on a raw asyncio protocol: it reads each whole request, answers it `latency`
+# seconds after it arrived (a 429 with ``retry-after-ms: 50`` for a seeded `p429` share of
+# replies), and spends ~10x less CPU per request than an aiohttp.web server, CPU that on a 2-core
+# box would otherwise be taken from the client under test.
 SERVER = r"""
 import asyncio, json, random, sys
-from aiohttp import web
 latency, p429 = float(sys.argv[1]), float(sys.argv[2])
 rng = random.Random(0)
 REPLY = {"id": "c", "object": "chat.completion", "created": 0, "model": "judge",
          "choices": [{"index": 0, "finish_reason": "stop",
                       "message": {"role": "assistant", "content": "### Feedback\nok\n### Score\n4"}}],
          "usage": {"prompt_tokens": 100, "completion_tokens": 20, "total_tokens": 120}}
-BODY = json.dumps(REPLY).encode()
-async def chat(request):
-    await request.read()
-    await asyncio.sleep(latency)
-    if rng.random() < p429:
-        return web.Response(status=429, body=b'{"error": {"message": "slow down"}}',
-                            headers={"retry-after-ms": "50"}, content_type="application/json")
-    return web.Response(body=BODY, content_type="application/json")
-async def models(request):
-    return web.json_response({"object": "list", "data": [{"id": "judge"}]})
+
+def response(status, body, extra=b""):
+    head = b"HTTP/1.1 %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n" % (
+        status, len(body))
+    return head + extra + b"\r\n" + body
+
+OK = response(b"200 OK", json.dumps(REPLY).encode())
+BUSY = response(b"429 Too Many Requests", b'{"error": {"message": "slow down"}}',
+                b"retry-after-ms: 50\r\n")
+MODELS = response(b"200 OK", json.dumps({"object": "list", "data": [{"id": "judge"}]}).encode())
+NOT_FOUND = response(b"404 Not Found", b'{"error": {"message": "not found"}}')
+BAD = response(b"400 Bad Request", b'{"error": {"message": "need Content-Length"}}')
+
+class Conn(asyncio.Protocol):
+    def connection_made(self, transport):
+        self.transport, self.buf = transport, b""
+
+    def data_received(self, data):
+        self.buf += data
+        while (end := self.buf.find(b"\r\n\r\n")) >= 0:
+            lines = self.buf[:end].decode("latin-1").split("\r\n")
+            method, path, _ = lines[0].split(" ", 2)
+            fields = {}
+            for line in lines[1:]:
+                name, _, value = line.partition(":")
+                fields[name.strip().lower()] = value.strip()
+            if "transfer-encoding" in fields:
+                self.transport.write(BAD)
+                self.transport.close()
+                return
+            total = end + 4 + int(fields.get("content-length", 0))
+            if len(self.buf) < total:
+                return  # the body is still arriving
+            self.buf = self.buf[total:]
+            if method == "POST" and path.endswith("/chat/completions"):
+                asyncio.get_running_loop().call_later(latency, self.answer)
+            else:
+                self.transport.write(MODELS if path.endswith("/models") else NOT_FOUND)
+
+    def answer(self):
+        if not self.transport.is_closing():
+            self.transport.write(BUSY if rng.random() < p429 else OK)
+
 async def main():
-    app = web.Application()
-    app.add_routes([web.post("/v1/chat/completions", chat), web.get("/v1/models", models)])
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0, backlog=1024)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(Conn, "127.0.0.1", 0, backlog=1024)
+    port = server.sockets[0].getsockname()[1]
     print(f"http://127.0.0.1:{port}/v1", flush=True)
-    await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
+    await loop.run_in_executor(None, sys.stdin.read)
+
 asyncio.run(main())
 """
 

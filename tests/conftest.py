@@ -42,3 +42,11 @@ def tiny_emu3(tmp_path_factory):
     from interleave_bench.models.tiny_emu3 import build_tiny_emu3
 
     return build_tiny_emu3(tmp_path_factory.mktemp("tiny_emu3") / "model")
+
+
+@pytest.fixture(scope="session")
+def tiny_text(tmp_path_factory):
+    """A tiny random text-only Llama (the text family), built once per test session."""
+    from interleave_bench.models.tiny_text import build_tiny_text
+
+    return build_tiny_text(tmp_path_factory.mktemp("tiny_text") / "model")

@@ -203,3 +203,43 @@ def test_tokens_per_minute_limit_waits_for_the_bucket():
 
     first, total = run(go())
     assert first < 0.1 and 0.9 <= total <= 2.0
+
+
+def test_sdk_full_post_path_when_the_sdk_has_request_hooks(monkeypatch, transport):
+    """Where the SDK has per-request hooks (providers, workload identity) we take its full
+    ``post``; the policy (retries, 4xx at once) is the same."""
+    if transport != "sdk":
+        pytest.skip("SDK only")
+    from interleave_bench.judges import transport as tr
+
+    monkeypatch.setattr(tr._PrebuiltSDKRequest, "usable", staticmethod(lambda client: False))
+    with FakeOpenAI(scripted(Reply(status=429), Reply(), Reply(status=400))) as server:
+        j = judge(server)
+        ok, bad = run(j.complete(REQ)), run(j.complete(REQ))
+    assert ok.status == "ok" and ok.attempts == 2 and ok.usage["completion_tokens"] == 20
+    assert bad.status == "error" and bad.error.startswith("400")
+
+
+def test_cache_writes_inside_a_loop_are_batched_and_flushed_on_close(tmp_path):
+    import sqlite3
+
+    from interleave_bench.judges.cache import JudgmentCache
+    from interleave_bench.judges.engine import JudgeEngine
+
+    path = tmp_path / "c.sqlite"
+    reqs = [JudgeRequest((Part.of_text(f"q{i}"),), max_tokens=16) for i in range(5)]
+    with FakeOpenAI() as server:
+        engine = JudgeEngine(judge(server), JudgmentCache(path))
+
+        async def go():
+            try:
+                await asyncio.gather(
+                    *(engine.ask(r, protocol="p", template_sha256="t") for r in reqs)
+                )
+                return [await engine.ask(r, protocol="p", template_sha256="t") for r in reqs]
+            finally:
+                await engine.aclose()
+
+        again = run(go())
+    assert all(r.cached for r in again) and engine.stats.calls == 5
+    assert sqlite3.connect(path).execute("SELECT COUNT(*) FROM replies").fetchone()[0] == 5

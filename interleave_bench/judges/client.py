@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import json
 import os
 import random
 import time
@@ -152,7 +153,9 @@ class OpenAIJudge:
                 self.config.requests_per_minute, self.config.tokens_per_minute
             )
 
-    def _kwargs(self, request: JudgeRequest) -> dict[str, Any]:
+    def _body(self, request: JudgeRequest) -> tuple[bytes, bool]:
+        """The JSON request body, serialised once per request (retries re-send the same bytes),
+        and whether it carries ``seed``."""
         kw: dict[str, Any] = {
             "model": self.model,
             "messages": request.messages(),
@@ -163,7 +166,7 @@ class OpenAIJudge:
             kw["seed"] = request.seed
         if request.json_mode:
             kw["response_format"] = {"type": "json_object"}
-        return kw
+        return json.dumps(kw, separators=(",", ":")).encode(), "seed" in kw
 
     # ------------------------------------------------------------------------------ calls
     async def complete(self, request: JudgeRequest) -> JudgeReply:
@@ -172,6 +175,7 @@ class OpenAIJudge:
         t0 = time.monotonic()
         attempts = 0
         last_error = "no attempt made"
+        body, with_seed = self._body(request)
         while True:
             remaining = self._remaining()
             if remaining is not None and remaining <= 0:
@@ -190,12 +194,13 @@ class OpenAIJudge:
                     timeout = self.config.timeout
                     if remaining is not None:
                         timeout = max(0.1, min(timeout, remaining))
-                    resp = await self._client.post(self._kwargs(request), timeout)
+                    resp = await self._client.post(body, timeout)
             except Transient as e:
                 last_error, wait = e.what, e.wait
             except Rejected as e:
-                if e.status == 400 and "seed" in e.message.lower() and self._seed_ok:
+                if e.status == 400 and with_seed and "seed" in e.message.lower():
                     self._seed_ok = False  # the endpoint rejects `seed`: go on without it
+                    body, with_seed = self._body(request)
                     attempts -= 1
                     continue
                 return JudgeReply(

@@ -65,6 +65,8 @@ class JudgeEngine:
         return reply
 
     async def aclose(self) -> None:
+        if self.cache is not None:
+            self.cache.flush()
         close = getattr(self.backend, "aclose", None)
         if close is not None:
             await close()

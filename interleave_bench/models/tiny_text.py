@@ -19,7 +19,9 @@ def build_tiny_text(dest: Path, *, seed: int = 0, hidden: int = 64, layers: int 
     dest = Path(dest)
     dest.mkdir(parents=True, exist_ok=True)
     tok = train_bpe(sentences([".", "!"], ["Answer in one sentence."]), [BOS, EOS, PAD], 384)
-    tok.post_processor = processors.TemplateProcessing(single=f"{BOS} $A", special_tokens=[(BOS, 0)])
+    tok.post_processor = processors.TemplateProcessing(
+        single=f"{BOS} $A", special_tokens=[(BOS, 0)]
+    )
     tokenizer = PreTrainedTokenizerFast(
         tokenizer_object=tok, bos_token=BOS, eos_token=EOS, pad_token=PAD, padding_side="left"
     )

@@ -1,0 +1,433 @@
+"""Supervised warm-up (SFT) before GRPO: teacher-forced interleaved, understanding and t2i answers.
+
+RL (the "unified interleaved GRPO" recipe) starts from a model that already answers in the
+interleaved format, so it first fine-tunes on a hybrid mix of three example kinds
+(``train.warmup_data``), each answer laid out as the eval decode loop emits it after the same
+prompt (``models.prompts.build_prompt`` + the adapter's processor path):
+
+* Janus: text tokens, ``<begin_of_image>``, the image's VQ codes (from the model's own VQ encoder),
+  ``<end_of_image>``, ..., EOS. One forward of the language model over prompt + answer, inputs as
+  the loop feeds them (``models.janus.embed_generated``: codes through the generation embeddings
+  and aligner); text positions are scored by the LM head, code positions by the generation head.
+* Emu3: image tokens are vocabulary tokens, laid out as ``ImageGrammar`` dictates (size header,
+  row ends, frame end); the layout is replayed through the grammar, so a mismatch fails loudly.
+  One causal-LM forward; visual positions form the image loss, the rest the text loss.
+
+Prompt tokens are not in the loss, nor are positions the decode loop forces (``<end_of_image>``;
+Emu3's header, wrapper, row ends and tail): they carry no choice. ``<begin_of_image>`` and EOS are
+text-mode choices and count as text. ``loss = weight_text * loss_text + weight_image * loss_image``,
+each a token mean over the whole optimizer step (micro-batches included), logged separately.
+
+Resume works like the GRPO trainer's: a step's draw depends only on (seed, step); a checkpoint
+holds model, optimizer, step, RNG states and the log's byte offset.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from ..media import load_ref
+from ..models.base import GenerationSettings, detect_family
+from ..models.janus import JanusAdapter, build_prompt_inputs, embed_generated, janus_token_ids
+from ..models.prompts import build_prompt, load_templates
+from ..types import ImageRef, Interleaved, Sample
+from .policy_logprobs import _prompt_embeds
+from .warmup_data import KINDS, Example, Forced, MixSampler, Token, counts, layout, load_sources
+
+LOG_NAME = "log.jsonl"
+FINAL = "final"
+
+
+@dataclass
+class WarmupConfig:
+    """Everything that decides a warm-up run (saved as ``warmup_config.json``)."""
+
+    model: str
+    output_dir: str
+    data: Any = "tiny"  # a source or a list: tiny | PATH.jsonl | {jsonl, kind} | {hf, columns, ...}
+    mix: dict[str, float] = field(
+        default_factory=lambda: {"interleaved": 0.5, "understanding": 0.3, "t2i": 0.2}
+    )
+    steps: int = 100
+    batch_size: int = 4  # examples per micro-batch
+    grad_accum: int = 1  # micro-batches per optimizer step
+    lr: float = 1e-5
+    weight_decay: float = 0.0
+    max_grad_norm: float | None = 1.0
+    weight_text: float = 1.0
+    weight_image: float = 1.0
+    max_prompt_tokens: int = 4096  # longer prompts: the example is skipped (counted)
+    max_answer_tokens: int = 4096  # longer answers are cut before the image that crosses it
+    image_size: int | None = None  # Emu3: side of generated images (as in GenerationSettings)
+    max_image_tokens: int | None = None  # Emu3: cap on an image's visual tokens
+    templates: str | None = None  # a prompt-template JSON, as ``ibench eval --templates``
+    checkpoint_every: int = 0  # 0 = only at the end
+    save: bool = True  # save_pretrained model + processor into output_dir/final
+    seed: int = 0
+    device: str = "cpu"
+    dtype: str = "float32"
+
+    def settings(self) -> GenerationSettings:
+        return GenerationSettings(
+            image_size=self.image_size, max_image_tokens=self.max_image_tokens
+        )
+
+
+@dataclass
+class WarmupResult:
+    records: list[dict[str, Any]]
+    log_path: Path
+    final_path: Path | None
+    seconds: float
+
+
+class _Family:
+    """How one model family lays out and scores a teacher-forced answer."""
+
+    def __init__(self, adapter: Any) -> None:
+        self.adapter, self.model, self.processor = adapter, adapter.model, adapter.processor
+        self.tok = self.processor.tokenizer
+        self._codes: dict[str, list[int]] = {}
+
+    def codes(self, ref: ImageRef) -> list[int]:
+        key = ref.path or ref.sha256 or ""
+        if key not in self._codes:
+            with torch.no_grad():
+                self._codes[key] = self._encode(load_ref(ref).convert("RGB"))
+        return self._codes[key]
+
+    def forced(self, prompt: Interleaved, gold: Interleaved, max_answer: int) -> Forced:
+        def text(t: str) -> list[int]:
+            return self.tok.encode(t, add_special_tokens=False)
+
+        spans = layout(gold, text, lambda ref: self.image_span(self.codes(ref)), self.eos)
+        return self.check(Forced.cut(self.prompt_inputs(prompt), spans, max_answer))
+
+    def check(self, f: Forced) -> Forced:
+        return f
+
+    # family specifics
+    eos: int
+
+    def _encode(self, image: Any) -> list[int]: ...
+
+    def image_span(self, codes: list[int]) -> list[Token]: ...
+
+    def prompt_inputs(self, prompt: Interleaved) -> Any: ...
+
+    def losses(self, f: Forced) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-token cross-entropies of the text and of the image targets."""
+        raise NotImplementedError
+
+    @staticmethod
+    def split_ce(f: Forced, text: Any, image: Any, device: Any) -> tuple[torch.Tensor, ...]:
+        """Cross-entropies at text and at image targets; ``text``/``image`` map a position mask
+        to the logits of those positions (one head or two)."""
+        target = torch.tensor(f.tokens, device=device)
+        is_image = torch.tensor(f.image, dtype=torch.bool, device=device)
+        keep = torch.tensor(f.target, dtype=torch.bool, device=device)
+        t, i = keep & ~is_image, keep & is_image
+        return (
+            F.cross_entropy(text(t).float(), target[t], reduction="none"),
+            F.cross_entropy(image(i).float(), target[i], reduction="none"),
+        )
+
+
+class _Janus(_Family):
+    def __init__(self, adapter: Any) -> None:
+        super().__init__(adapter)
+        self.ids = janus_token_ids(self.model, self.processor)
+        eos = self.tok.eos_token_id
+        self.eos = eos if eos in self.ids.eos else min(self.ids.eos)
+        self.n_codes = int(self.model.model.vision_model.config.num_image_tokens)
+
+    def _encode(self, image: Any) -> list[int]:
+        pixels = self.processor.image_processor(images=[image], return_tensors="pt")
+        pv = pixels["pixel_values"].to(self.model.device, dtype=self.model.dtype)
+        codes = self.model.model.vqmodel.encode(pv).image_tokens.flatten().tolist()
+        if len(codes) != self.n_codes:
+            raise ValueError(f"the VQ encoder gave {len(codes)} codes, expected {self.n_codes}")
+        return codes
+
+    def image_span(self, codes: list[int]) -> list[Token]:
+        return [(self.ids.boi, False, True), *((c, True, True) for c in codes)] + [
+            (self.ids.eoi, False, False)  # forced by the loop
+        ]
+
+    def prompt_inputs(self, prompt: Interleaved) -> Any:
+        return build_prompt_inputs(self.processor, prompt, None)
+
+    def losses(self, f: Forced) -> tuple[torch.Tensor, torch.Tensor]:
+        model = self.model
+        prompt = _prompt_embeds(model, f.prompt_inputs)
+        gen = embed_generated(model, f.tokens[:-1], f.image[:-1]).to(prompt.dtype)
+        lm = model.model.language_model
+        hidden = lm(inputs_embeds=torch.cat([prompt, gen], 1)).last_hidden_state
+        hidden = hidden[0, prompt.shape[1] - 1 :]
+        head = model.model.generation_head
+        return self.split_ce(
+            f, lambda m: model.lm_head(hidden[m]), lambda m: head(hidden[m]), model.device
+        )
+
+
+class _Emu3(_Family):
+    def __init__(self, adapter: Any, settings: GenerationSettings) -> None:
+        super().__init__(adapter)
+        self.grammar = adapter.grammar(settings)
+        self.vocab = adapter.vocab
+        self.eos = self.tok.eos_token_id
+
+    def _encode(self, image: Any) -> list[int]:
+        g, f = self.grammar, self.adapter.spatial_factor
+        image = image.resize((g.cols * f, g.rows * f))
+        batch = self.processor.image_processor(images=[image], return_tensors="pt")
+        pv = batch["pixel_values"].to(self.model.device, dtype=self.model.dtype)
+        vq = self.model.model.vqmodel
+        codes = vq.encode(pv, batch["image_sizes"]).image_tokens[0]
+        if tuple(codes.shape) != (g.rows, g.cols):
+            raise ValueError(f"the VQ grid is {tuple(codes.shape)}, expected {(g.rows, g.cols)}")
+        to_bpe = self.model.vocabulary_mapping.img2bpe_mapping_tensor
+        return to_bpe[codes.cpu().long()].flatten().tolist()
+
+    def image_span(self, codes: list[int]) -> list[Token]:
+        g, v = self.grammar, self.vocab
+        span = [(v.boi, False, True)] + [(t, False, False) for t in (*g.header, v.wrapper)]
+        for r in range(g.rows):
+            span += [(c, True, True) for c in codes[r * g.cols : (r + 1) * g.cols]]
+            span.append((v.eol, False, False))
+        return span + [(v.eof, False, False), (v.eoi, False, False)]
+
+    def check(self, f: Forced) -> Forced:
+        """Replay the answer through the decode grammar: forced positions must hold exactly the
+        forced token, free ones are in the loss, visual ones are the image tokens."""
+        from ..models.emu3_grammar import VISUAL
+
+        n = f.tokens.count(self.vocab.boi)
+        fresh = replace(self.grammar, max_new_tokens=len(f.tokens) + 1, max_images=n)
+        for k, step in enumerate(fresh.replay(f.tokens)):
+            ok = step.forced == f.tokens[k] if step.forced is not None else f.target[k]
+            if not ok or (step.kind == VISUAL) != f.image[k]:
+                raise AssertionError(f"answer token {k} does not follow Emu3's image grammar")
+        return f
+
+    def prompt_inputs(self, prompt: Interleaved) -> Any:
+        return self.adapter.prompt_inputs(prompt, None)
+
+    def losses(self, f: Forced) -> tuple[torch.Tensor, torch.Tensor]:
+        inputs = dict(f.prompt_inputs)
+        prompt_ids = inputs["input_ids"]
+        gen = torch.tensor([f.tokens[:-1]], dtype=prompt_ids.dtype, device=prompt_ids.device)
+        inputs["input_ids"] = torch.cat([prompt_ids, gen], 1)
+        if "attention_mask" in inputs:
+            am = inputs["attention_mask"]
+            inputs["attention_mask"] = torch.cat([am, torch.ones_like(gen, dtype=am.dtype)], 1)
+        logits = self.model(**inputs).logits[0, prompt_ids.shape[1] - 1 :]
+        return self.split_ce(f, lambda m: logits[m], lambda m: logits[m], logits.device)
+
+
+class WarmupTrainer:
+    """SFT warm-up of a Janus or Emu3 checkpoint on a seeded mix of example kinds."""
+
+    def __init__(
+        self, config: WarmupConfig, *, examples: list[Example] | None = None, console: Any = None
+    ) -> None:
+        self.cfg = config
+        self.out = Path(config.output_dir)
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.log_path = self.out / LOG_NAME
+        self.console = console
+        sources = config.data if isinstance(config.data, list) else [config.data]
+        self.examples = examples if examples is not None else load_sources(sources, self.out)
+        self.by_kind = {k: [e for e in self.examples if e.kind == k] for k in KINDS}
+        self.sampler = MixSampler(
+            {k: len(v) for k, v in self.by_kind.items()}, config.mix, config.seed
+        )
+        self.templates = load_templates(config.templates)
+        self.family_name = detect_family(config.model)
+        if self.family_name == "emu3":
+            from ..models.emu3 import Emu3Adapter
+
+            adapter: Any = Emu3Adapter(config.model, device=config.device, dtype=config.dtype)
+            self.family: _Family = _Emu3(adapter, config.settings())
+        else:
+            adapter = JanusAdapter(config.model, device=config.device, dtype=config.dtype)
+            self.family = _Janus(adapter)
+        self.adapter, self.model = adapter, adapter.model
+        self.model.requires_grad_(True)
+        self.model.model.vqmodel.requires_grad_(False).eval()  # targets come from a frozen VQ
+        self.optimizer = torch.optim.AdamW(
+            [p for p in self.model.parameters() if p.requires_grad],
+            lr=config.lr,
+            weight_decay=config.weight_decay,
+        )
+        self.step = 0
+
+    # ------------------------------------------------------------------ examples
+
+    def prepare(self, example: Example) -> Forced | None:
+        """The teacher-forced sequence, or None (skipped) when the prompt exceeds
+        ``max_prompt_tokens`` or nothing of the answer fits ``max_answer_tokens``."""
+        sample: Sample = example.sample
+        prompt = build_prompt(sample, self.templates)
+        try:
+            assert sample.gold is not None
+            f = self.family.forced(prompt, sample.gold, self.cfg.max_answer_tokens)
+        except (ValueError, OSError) as e:
+            raise ValueError(f"{example.where}: {e}") from e
+        too_long = f.prompt_inputs["input_ids"].shape[1] > self.cfg.max_prompt_tokens
+        return None if too_long or not f.tokens else f
+
+    def example_losses(self, example: Example) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-token text and image cross-entropies of one example (no grad)."""
+        f = self.prepare(example)
+        if f is None:
+            return torch.zeros(0), torch.zeros(0)
+        with torch.no_grad():
+            return self.family.losses(f)
+
+    # ------------------------------------------------------------------ checkpoints
+
+    def checkpoint_dir(self, step: int) -> Path:
+        return self.out / f"checkpoint-{step:06d}"
+
+    def save_checkpoint(self) -> Path:
+        path = self.checkpoint_dir(self.step)
+        path.mkdir(parents=True, exist_ok=True)
+        state = {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "step": self.step,
+            "torch_rng": torch.get_rng_state(),
+            "python_rng": random.getstate(),
+            "log_offset": self.log_path.stat().st_size if self.log_path.exists() else 0,
+            "config": asdict(self.cfg),
+        }
+        torch.save(state, path / "state.pt.tmp")
+        (path / "state.pt.tmp").replace(path / "state.pt")
+        return path
+
+    def latest_checkpoint(self) -> Path | None:
+        found = sorted(p for p in self.out.glob("checkpoint-*") if (p / "state.pt").is_file())
+        return found[-1] if found else None
+
+    def load_checkpoint(self, path: Path) -> None:
+        state = torch.load(path / "state.pt", weights_only=False, map_location=self.model.device)
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.step = int(state["step"])
+        torch.set_rng_state(state["torch_rng"])
+        random.setstate(state["python_rng"])
+        with open(self.log_path, "a+b") as f:  # drop records written after the checkpoint
+            f.truncate(int(state["log_offset"]))
+
+    # ------------------------------------------------------------------ one step
+
+    def train_step(self) -> dict[str, Any]:
+        cfg, t0 = self.cfg, time.perf_counter()
+        draws = self.sampler.draw(self.step, cfg.batch_size * cfg.grad_accum)
+        prepared = [self.prepare(self.by_kind[k][i]) for k, i in draws]
+        forced = [f for f in prepared if f is not None]
+        n_text = sum(f.n_text for f in forced)
+        n_image = sum(f.n_image for f in forced)
+        self.model.train()
+        self.model.model.vqmodel.eval()
+        self.optimizer.zero_grad(set_to_none=True)
+        sum_text = sum_image = 0.0
+        for start in range(0, len(forced), cfg.batch_size):
+            parts = []
+            for f in forced[start : start + cfg.batch_size]:
+                text_ce, image_ce = self.family.losses(f)
+                if n_text and len(text_ce):
+                    parts.append(cfg.weight_text * text_ce.sum() / n_text)
+                    sum_text += float(text_ce.detach().sum())
+                if n_image and len(image_ce):
+                    parts.append(cfg.weight_image * image_ce.sum() / n_image)
+                    sum_image += float(image_ce.detach().sum())
+            if parts:
+                torch.stack(parts).sum().backward()
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm or math.inf)
+        self.optimizer.step()
+        self.model.eval()
+        self.step += 1
+        loss_text = sum_text / n_text if n_text else None
+        loss_image = sum_image / n_image if n_image else None
+        record = {
+            "step": self.step,
+            "loss": cfg.weight_text * (loss_text or 0.0) + cfg.weight_image * (loss_image or 0.0),
+            "loss_text": loss_text,
+            "loss_image": loss_image,
+            "counts": counts(draws),
+            "tokens_text": n_text,
+            "tokens_image": n_image,
+            "truncated": sum(f.truncated for f in forced),
+            "skipped": len(prepared) - len(forced),
+            "grad_norm": float(grad_norm),
+            "lr": self.optimizer.param_groups[0]["lr"],
+            "seconds": time.perf_counter() - t0,
+        }
+        with open(self.log_path, "a", encoding="utf-8") as fh:
+            fh.write(json.dumps(record) + "\n")
+        self._print(record)
+        return record
+
+    def _print(self, rec: dict[str, Any]) -> None:
+        if self.console is not None:
+            f = {k: "-" if rec[k] is None else f"{rec[k]:.4f}" for k in ("loss_text", "loss_image")}
+            kinds = " ".join(f"{k}={n}" for k, n in rec["counts"].items())
+            self.console.print(
+                f"[bold]warm-up {rec['step']}/{self.cfg.steps}[/] loss {rec['loss']:.4f} (text "
+                f"{f['loss_text']}, image {f['loss_image']}) {kinds} {rec['seconds']:.2f}s"
+            )
+
+    # ------------------------------------------------------------------ the loop
+
+    def save_final(self) -> Path:
+        """``save_pretrained`` model + processor, loadable by the eval adapters and GRPO."""
+        final = self.out / FINAL
+        self.model.save_pretrained(final)
+        self.adapter.processor.save_pretrained(final)
+        return final
+
+    def train(self, *, resume: bool = False, stop_after: int | None = None) -> WarmupResult:
+        """Run to ``config.steps`` (or ``stop_after`` more steps, to simulate an interruption)."""
+        t0 = time.perf_counter()
+        ckpt = self.latest_checkpoint() if resume else None
+        if ckpt is not None:
+            self.load_checkpoint(ckpt)
+        else:  # a fresh run (also --resume with no checkpoint yet) starts a fresh log
+            self.log_path.write_text("")
+        (self.out / "warmup_config.json").write_text(json.dumps(asdict(self.cfg), indent=2))
+        end = self.cfg.steps if stop_after is None else min(self.cfg.steps, self.step + stop_after)
+        every = self.cfg.checkpoint_every
+        while self.step < end:
+            self.train_step()
+            if every and self.step % every == 0:
+                self.save_checkpoint()
+        final = None
+        if self.step == self.cfg.steps:
+            if not (every and self.step % every == 0):
+                self.save_checkpoint()
+            if self.cfg.save:
+                final = self.save_final()
+        return WarmupResult(read_log(self.log_path), self.log_path, final, time.perf_counter() - t0)
+
+
+def read_log(path: Path) -> list[dict[str, Any]]:
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
+
+
+def warmup(config: WarmupConfig, *, resume: bool = False, console: Any = None) -> WarmupResult:
+    """Build a warm-up trainer from ``config`` and run it."""
+    return WarmupTrainer(config, console=console).train(resume=resume)

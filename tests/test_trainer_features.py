@@ -1,0 +1,263 @@
+"""Trainer options beyond the core loop: the text family, LoRA, dynamic sampling, entropy, recipe
+rewards (hybrid), no reference at beta 0, and data parallelism over two processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("transformers")
+
+from interleave_bench.media import ImageStore  # noqa: E402
+from interleave_bench.models.base import GenerationSettings  # noqa: E402
+from interleave_bench.models.text_lm import TextLMAdapter  # noqa: E402
+from interleave_bench.train.policy_logprobs import (  # noqa: E402
+    batch_logprobs,
+    batch_mask,
+    old_logprobs,
+)
+from interleave_bench.train.rollout import rollout  # noqa: E402
+from interleave_bench.train.trainer import GRPOTrainer, TrainConfig, read_log  # noqa: E402
+from interleave_bench.types import Interleaved, Sample, Segment  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+TEXT_GEN = {"max_new_tokens": 12, "temperature": 1.0, "top_p": 0.9}
+JANUS_GEN = {"max_new_tokens": 12, "temperature": 0.3, "cfg_scale": 5.0, "max_images": 2}
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _samples(n: int = 6) -> list[Sample]:
+    words = ["The cat draws", "A red fox finds", "My friend cooks", "The chef paints", "A robot"]
+    return [
+        Sample(id=f"s{i}", benchmark="t", input=Interleaved([Segment.of_text(words[i % 5])]))
+        for i in range(n)
+    ]
+
+
+def _text_length(_samples, preds):
+    return [len(p.output.text) / 40 for p in preds]
+
+
+def _distinct_words(_samples, preds):
+    return [len(set(p.output.text.split())) / 12 for p in preds]
+
+
+def test_text_family_logprobs_match_and_entropy_is_a_distribution_entropy(tiny_text, tmp_path):
+    adapter = TextLMAdapter(tiny_text, device="cpu")
+    assert adapter.family == "text"
+    settings = GenerationSettings(**TEXT_GEN)
+    prompts = [s.input for s in _samples(3)]  # different lengths: left padding matters
+    rolls = rollout(adapter, prompts, settings, 3, ImageStore(tmp_path / "i"), seed=4)
+    assert [r.prompt_index for r in rolls] == [0, 0, 0, 1, 1, 1, 2, 2, 2]
+    with torch.no_grad():
+        new, ent = batch_logprobs(adapter, rolls, settings, with_entropy=True)
+    old, mask = old_logprobs(rolls, "cond"), batch_mask(rolls)
+    assert float(((new - old).abs() * mask).max()) < 1e-4
+    vocab = adapter.model.config.vocab_size
+    active = ent[mask.bool()]
+    assert (active > 0).all() and (active <= torch.log(torch.tensor(float(vocab))) + 1e-4).all()
+
+
+def _text_cfg(tmp_path, name: str, model, **kw) -> TrainConfig:
+    base = dict(
+        model=str(model),
+        output_dir=str(tmp_path / name),
+        steps=2,
+        prompts_per_step=2,
+        group_size=3,
+        lr=1e-3,
+        beta=0.04,
+        generation=dict(TEXT_GEN),
+        save_final=False,
+    )
+    return TrainConfig(**{**base, **kw})
+
+
+def test_beta_zero_builds_no_reference_and_logs_entropy(tiny_text, tmp_path):
+    trainer = GRPOTrainer(
+        _text_cfg(tmp_path, "b0", tiny_text, beta=0.0), reward=_distinct_words, samples=_samples()
+    )
+    assert trainer.ref is None
+    rec = read_log(trainer.train().log_path)[-1]
+    assert "kl" not in rec and 0 < rec["entropy"] < 7
+    kl = GRPOTrainer(
+        _text_cfg(tmp_path, "b1", tiny_text), reward=_distinct_words, samples=_samples()
+    )
+    assert kl.ref is not None
+    assert "kl" in read_log(kl.train().log_path)[-1]
+
+
+def test_lora_trains_only_adapters_against_the_adapter_off_reference(tiny_janus, tmp_path):
+    cfg = TrainConfig(
+        model=str(tiny_janus),
+        output_dir=str(tmp_path / "lora"),
+        steps=2,
+        prompts_per_step=1,
+        group_size=4,
+        lr=1e-2,
+        beta=0.1,
+        lora={"r": 4, "alpha": 8, "target_modules": ["q_proj", "v_proj"]},
+        generation=dict(JANUS_GEN),
+        checkpoint_every=1,
+        save_final=False,
+    )
+    trainer = GRPOTrainer(cfg, reward=_text_length)
+    names = [n for n, p in trainer.model.named_parameters() if p.requires_grad]
+    assert names and all("lora_" in n for n in names)
+    frozen = {
+        n: p.detach().clone() for n, p in trainer.model.named_parameters() if "lora_" not in n
+    }
+    lora0 = {n: p.detach().clone() for n, p in trainer.model.named_parameters() if "lora_B" in n}
+    records = read_log(trainer.train(stop_after=2).log_path)
+    assert records[0]["reward_std"] > 0  # something to learn from
+    # at step 1 the policy equals the reference (lora_B starts at zero): KL is exactly 0
+    assert records[0]["kl"] == pytest.approx(0.0, abs=1e-7)
+    after = dict(trainer.model.named_parameters())
+    assert all(torch.equal(after[n], v) for n, v in frozen.items())
+    assert any(not torch.equal(after[n], v) for n, v in lora0.items())
+    state = torch.load(tmp_path / "lora" / "checkpoint-000002" / "state.pt", weights_only=False)
+    assert state["model"] and all("lora_" in k for k in state["model"])
+    # the final folder holds the merged model, loadable by the eval adapter
+    from interleave_bench.models.janus import JanusAdapter
+
+    trainer.save_final()
+    merged = JanusAdapter(tmp_path / "lora" / "final", device="cpu")
+    assert not any("lora_" in n for n, _ in merged.model.named_parameters())
+
+
+def test_dynamic_sampling_drops_groups_without_spread_and_refills(tiny_text, tmp_path):
+    flat = {"s0", "s1", "s2"}  # groups of these prompts all get the same reward
+
+    def reward(samples, preds):
+        return [
+            0.5 if s.id in flat else len(p.output.text) / 50
+            for s, p in zip(samples, preds, strict=True)
+        ]
+
+    cfg = _text_cfg(tmp_path, "dyn", tiny_text, steps=3, dynamic_sampling=True)
+    records = read_log(GRPOTrainer(cfg, reward=reward, samples=_samples()).train().log_path)
+    assert sum(r["groups_dropped"] for r in records) > 0
+    assert any(r["sampling_rounds"] > 1 for r in records)
+    for r in records:  # every trained group has spread, and there are prompts_per_step of them
+        groups = [r["rewards"][i : i + 3] for i in range(0, len(r["rewards"]), 3)]
+        assert len(groups) == 2 and all(max(g) > min(g) for g in groups)
+        assert r["frac_zero_spread"] == 0.0
+    plain = _text_cfg(tmp_path, "plain", tiny_text, steps=3)
+    rec = read_log(GRPOTrainer(plain, reward=reward, samples=_samples()).train().log_path)
+    assert all(r["groups_dropped"] == 0 for r in rec)
+    assert any(r["frac_zero_spread"] > 0 for r in rec)
+
+
+def test_recipe_rewards_make_a_hybrid_with_per_component_logs(tiny_janus, tmp_path):
+    cfg = TrainConfig(
+        model=str(tiny_janus),
+        output_dir=str(tmp_path / "hyb"),
+        steps=1,
+        prompts_per_step=1,
+        group_size=3,
+        rewards=[
+            {
+                "protocol": "structure",
+                "name": "format",
+                "weight": 1.0,
+                "options": {"expected": "IT"},
+            },
+            {
+                "protocol": "structure",
+                "name": "text_only",
+                "weight": 0.5,
+                "options": {"expected": "T"},
+            },
+        ],
+        generation=dict(JANUS_GEN),
+        save_final=False,
+    )
+    rec = read_log(GRPOTrainer(cfg).train().log_path)[0]
+    for name in ("format", "text_only", "total"):
+        assert f"reward/{name}/mean" in rec
+    fmt, txt = rec["reward/format/mean"], rec["reward/text_only/mean"]
+    assert rec["reward_mean"] == pytest.approx(fmt + 0.5 * txt, abs=1e-9)
+    bad = TrainConfig(**{**cfg.__dict__, "rewards": [{"protocol": "structure", "wieght": 1}]})
+    with pytest.raises(ValueError, match=r"rewards\[0\]: unknown key"):
+        GRPOTrainer(bad)
+
+
+def test_quantization_without_cuda_is_a_clear_error(tiny_text, tmp_path):
+    cfg = _text_cfg(tmp_path, "q", tiny_text, quantization="4bit", lora={"r": 4})
+    with pytest.raises(ValueError, match="needs a CUDA device"):
+        GRPOTrainer(cfg, reward=_distinct_words, samples=_samples())
+
+
+WORKER = """
+import json, sys, torch
+torch.set_num_threads(1)
+from interleave_bench.train.trainer import GRPOTrainer, TrainConfig
+cfg = TrainConfig(**json.loads(sys.argv[1]))
+t = GRPOTrainer(cfg)
+t.train()
+torch.save(t.model.state_dict(), cfg.output_dir + f"/weights-{t.dist.rank}.pt")
+"""
+
+
+def test_two_processes_train_like_one(tiny_janus, tmp_path):
+    """torchrun with 2 CPU processes (gloo): each takes half the prompts, gradients are averaged;
+    the log and the weights equal a 1-process run's (float tolerance)."""
+    script = tmp_path / "worker.py"
+    script.write_text(WORKER)
+
+    def cfg(name: str) -> str:
+        return json.dumps(
+            dict(
+                model=str(tiny_janus),
+                output_dir=str(tmp_path / name),
+                steps=2,
+                prompts_per_step=2,
+                group_size=3,
+                lr=1e-2,
+                beta=0.04,
+                generation=dict(JANUS_GEN),
+                save_final=False,
+            )
+        )
+
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    one = subprocess.run(
+        [sys.executable, str(script), cfg("one")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert one.returncode == 0, one.stderr[-3000:]
+    two = subprocess.run(
+        [
+            sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+            str(script), cfg("two"),
+        ],
+        env=env, capture_output=True, text=True, timeout=240,
+    )  # fmt: skip
+    assert two.returncode == 0, two.stderr[-3000:]
+    a = read_log(tmp_path / "one" / "log.jsonl")
+    b = read_log(tmp_path / "two" / "log.jsonl")
+    assert [r["step"] for r in b] == [1, 2]
+    for x, y in zip(a, b, strict=True):
+        assert x["rewards"] == y["rewards"] and x["structures"] == y["structures"]
+        assert x["loss"] == pytest.approx(y["loss"], abs=1e-5)
+    w1 = torch.load(tmp_path / "one" / "weights-0.pt")
+    r0, r1 = (torch.load(tmp_path / "two" / f"weights-{r}.pt") for r in (0, 1))
+    for k in w1:
+        assert torch.equal(r0[k], r1[k]), k  # the ranks never drift apart
+        assert torch.allclose(w1[k], r0[k], atol=1e-5), k
