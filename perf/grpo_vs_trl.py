@@ -76,12 +76,21 @@ def run_ours(args: argparse.Namespace) -> dict:
         scale_rewards="group",
         max_grad_norm=1.0,
         save_final=False,
+        device=args.device,
         generation={"max_new_tokens": args.tokens, "temperature": 1.0, "top_p": 1.0},
     )
     trainer = GRPOTrainer(cfg, reward=reward, samples=samples)
     trainer.train()
     secs = [r["seconds"] for r in read_log(trainer.log_path)]
-    return {"step_seconds": secs[1:], "peak_rss_mb": peak_rss_mb()}
+    return {"step_seconds": secs[1:], "peak_rss_mb": peak_rss_mb(), **gpu_peak()}
+
+
+def gpu_peak() -> dict:
+    import torch
+
+    if not torch.cuda.is_available():
+        return {}
+    return {"peak_gpu_mb": torch.cuda.max_memory_allocated() / 2**20}
 
 
 def run_trl(args: argparse.Namespace) -> dict:
@@ -122,7 +131,7 @@ def run_trl(args: argparse.Namespace) -> dict:
         logging_steps=1,
         save_strategy="no",
         report_to="none",
-        use_cpu=True,
+        use_cpu=args.device == "cpu",
         bf16=False,
         seed=0,
         dataloader_num_workers=0,
@@ -137,11 +146,12 @@ def run_trl(args: argparse.Namespace) -> dict:
         callbacks=[Timer()],
     )
     trainer.train()
-    return {"step_seconds": times[1:], "peak_rss_mb": peak_rss_mb()}
+    return {"step_seconds": times[1:], "peak_rss_mb": peak_rss_mb(), **gpu_peak()}
 
 
 def child(which: str, args: argparse.Namespace) -> dict:
     cmd = [sys.executable, __file__, "--worker", which, "--model", args.model, "--work", args.work]
+    cmd += ["--device", args.device]
     for k in ("steps", "prompts", "group", "tokens", "threads"):
         cmd += [f"--{k}", str(getattr(args, k))]
     cmd += ["--lr", str(args.lr), "--beta", str(args.beta)]
@@ -163,6 +173,7 @@ def main() -> None:
     ap.add_argument("--hidden", type=int, default=128)
     ap.add_argument("--layers", type=int, default=4)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--device", default="cpu", help="cpu or cuda (both trainers)")
     ap.add_argument("--lr", type=float, default=1e-5)
     ap.add_argument("--beta", type=float, default=0.04)
     args = ap.parse_args()
@@ -192,6 +203,7 @@ def main() -> None:
                 f"{which:5s} median {r['median_step_s']:.3f} s/step "
                 f"(steps {', '.join(f'{s:.3f}' for s in r['step_seconds'])}), "
                 f"peak RSS {r['peak_rss_mb']:.0f} MB"
+                + (f", peak GPU {r['peak_gpu_mb']:.0f} MB" if "peak_gpu_mb" in r else "")
             )
         t = results["ours"]["median_step_s"] / results["trl"]["median_step_s"]
         m = results["ours"]["peak_rss_mb"] / results["trl"]["peak_rss_mb"]

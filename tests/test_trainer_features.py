@@ -261,3 +261,52 @@ def test_two_processes_train_like_one(tiny_janus, tmp_path):
     for k in w1:
         assert torch.equal(r0[k], r1[k]), k  # the ranks never drift apart
         assert torch.allclose(w1[k], r0[k], atol=1e-5), k
+
+
+def test_every_shipped_recipe_loads_and_its_rewards_validate():
+    from interleave_bench.cli_train import _train_config
+    from interleave_bench.train.recipe_rewards import validate_rewards
+    from interleave_bench.train.warmup import WarmupConfig
+
+    recipes = sorted((ROOT / "train").glob("*.yaml"))
+    assert {p.name for p in recipes} >= {"janus_pro_1b_grpo.yaml", "emu3_grpo.yaml"}
+    for path in recipes:
+        if "warmup" in path.name:
+            cfg = _train_config(path, [], WarmupConfig)
+            assert cfg.steps > 0
+            continue
+        cfg = _train_config(path, [])
+        names = validate_rewards(cfg)
+        if cfg.rewards:  # the paper-scale recipes: hybrid text + visual + format, process on
+            assert names == ["text", "visual", "format"] and cfg.process_weight > 0
+            assert cfg.group_size == 4 and cfg.beta > 0
+    bad = _train_config(ROOT / "train" / "janus_pro_1b_grpo.yaml", [])
+    bad.rewards = [{"protocol": "structure", "options": {"expectd": "IT"}}]
+    with pytest.raises(ValueError, match=r"rewards\[0\]\.options: unknown \['expectd'\]"):
+        validate_rewards(bad)
+    bad.rewards = [{"protocol": "opening_pairwise"}]
+    with pytest.raises(ValueError, match="not one of"):
+        validate_rewards(bad)
+
+
+def test_a_step_whose_rollouts_all_fail_is_logged_not_fatal(tiny_janus, tmp_path, monkeypatch):
+    import interleave_bench.train.rollout as ro
+
+    def broken(*_a, **_k):
+        raise RuntimeError("decoder exploded")
+
+    monkeypatch.setattr(ro, "_decode_janus", broken)
+    cfg = TrainConfig(
+        model=str(tiny_janus),
+        output_dir=str(tmp_path / "fail"),
+        steps=1,
+        prompts_per_step=1,
+        group_size=2,
+        generation=dict(JANUS_GEN),
+        save_final=False,
+    )
+    trainer = GRPOTrainer(cfg)
+    before = {n: p.detach().clone() for n, p in trainer.model.named_parameters()}
+    rec = read_log(trainer.train().log_path)[0]
+    assert rec["errors"] == 2 and rec["rewards"] == [None, None] and rec["reward_none"] == 2
+    assert all(torch.equal(p, before[n]) for n, p in trainer.model.named_parameters())

@@ -26,8 +26,6 @@ image start itself is a free choice made in text mode, so its log-prob is not 0.
 
 from __future__ import annotations
 
-import functools
-import inspect
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -47,7 +45,14 @@ from .emu3_grammar import (
     Emu3Vocab,
     ImageGrammar,
 )
-from .sampling import allowed_logprobs, resolve_device, resolve_dtype, sample_token
+from .sampling import (
+    allowed_logprobs,
+    cache_kwarg,
+    output_cache,
+    resolve_device,
+    resolve_dtype,
+    sample_token,
+)
 
 
 @dataclass
@@ -58,20 +63,10 @@ class DecodeResult:
     grids: list[list[int]]
 
 
-@functools.cache
-def _cache_kwarg(cls: type) -> str:
-    """transformers 5 calls the KV cache argument ``cache``; older releases ``past_key_values``."""
-    return "cache" if "cache" in inspect.signature(cls.forward).parameters else "past_key_values"
-
-
 def _forward(model: Any, cache: Any, **inputs: Any) -> tuple[torch.Tensor, Any]:
     """One KV-cached forward; the last position's logits (float32) and the cache."""
-    kw = {_cache_kwarg(type(model)): cache}
-    out = model(**inputs, **kw, use_cache=True, logits_to_keep=1)
-    new_cache = getattr(out, "cache", None)
-    if new_cache is None:
-        new_cache = out.past_key_values
-    return out.logits[0, -1].float(), new_cache
+    out = model(**inputs, **{cache_kwarg(model): cache}, use_cache=True, logits_to_keep=1)
+    return out.logits[0, -1].float(), output_cache(out)
 
 
 @torch.no_grad()
@@ -207,7 +202,9 @@ class Emu3Adapter:
         if settings.image_size:
             rows = cols = max(1, settings.image_size // f)
         else:
-            area = min(self.processor.image_area, self.processor.image_processor.max_pixels)
+            # the processor's default generation area (older releases have no attribute: 720^2)
+            area = getattr(self.processor, "image_area", 518400)
+            area = min(area, self.processor.image_processor.max_pixels)
             rows, cols = self.processor.calculate_generate_size("1:1", area, f)
         cap = settings.max_image_tokens
         if cap and rows * cols > cap:

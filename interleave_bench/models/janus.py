@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Any
 from ..media import ImageStore, load_ref
 from ..types import Interleaved, Segment
 from .base import DecodeTrace, GenerationOutput, GenerationSettings, generate_each
-from .sampling import resolve_device, resolve_dtype, sample_token
+from .sampling import cache_kwarg, output_cache, resolve_device, resolve_dtype, sample_token
 
 if TYPE_CHECKING:
     import torch
@@ -151,8 +151,8 @@ class _Lm:
         self.embed = model.get_input_embeddings()
 
     def run(self, embeds: torch.Tensor, cache: Any) -> tuple[torch.Tensor, Any]:
-        out = self.lm(inputs_embeds=embeds, cache=cache, use_cache=True)
-        return out.last_hidden_state[:, -1], out.cache
+        out = self.lm(inputs_embeds=embeds, **{cache_kwarg(self.lm): cache}, use_cache=True)
+        return out.last_hidden_state[:, -1], output_cache(out)
 
     def text(self, token: int, cache: Any) -> tuple[torch.Tensor, Any]:
         import torch
@@ -218,7 +218,7 @@ def decode_interleaved(
             pixel_values=pixel_values,
             use_cache=True,
         )
-        hidden, cache = out.last_hidden_state[:, -1], out.cache
+        hidden, cache = out.last_hidden_state[:, -1], output_cache(out)
         context = input_ids[0].tolist()  # the running sequence as text ids (codes -> padding)
 
         parts: list[Any] = []
@@ -292,16 +292,24 @@ def decode_interleaved(
 
 
 def decode_codes(model: Any, processor: Any, codes: list[int]) -> Image.Image:
-    """VQ codes of one image -> a PIL image (``decode_image_tokens`` is channels-last; the
-    processor's post-processing wants channels-first)."""
-    import torch
+    """VQ codes of one image -> a PIL image.
 
+    The un-normalisation is done here (``x * std + mean``, then ``/ rescale_factor``, clipped
+    and truncated to uint8, as the PIL image processor's ``postprocess`` does) because the
+    torchvision-backed image processor that transformers picks when torchvision is installed
+    does not return PIL images from ``postprocess``.
+    """
+    import torch
+    from PIL import Image as PILImage
+
+    ip = processor.image_processor
     with torch.no_grad():
         grid = torch.tensor([codes], dtype=torch.long, device=model.device)
-        pixels = model.decode_image_tokens(grid).permute(0, 3, 1, 2).float().cpu()
-    out = processor.postprocess(list(pixels), return_tensors="PIL.Image.Image")
-    image = out["pixel_values"][0]
-    return image.convert("RGB")
+        pixels = model.decode_image_tokens(grid)[0].float().cpu()  # (H, W, C), normalised
+    mean = torch.tensor(ip.image_mean, dtype=torch.float32)
+    std = torch.tensor(ip.image_std, dtype=torch.float32)
+    values = ((pixels * std + mean) / float(ip.rescale_factor)).clamp(0, 255).to(torch.uint8)
+    return PILImage.fromarray(values.numpy(), "RGB")
 
 
 class JanusAdapter:

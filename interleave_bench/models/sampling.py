@@ -9,6 +9,7 @@ the importance ratio drift from 1 on the very first update.
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 
@@ -61,3 +62,22 @@ def resolve_dtype(dtype: Any, device: Any) -> Any:
     if not isinstance(value, torch.dtype):
         raise ValueError(f"unknown dtype {dtype!r} (try float32, bfloat16 or float16)")
     return value
+
+
+def cache_kwarg(module: Any) -> str:
+    """transformers 5.2x names the KV cache argument ``cache``; older releases
+    ``past_key_values`` (looked up once per class: decode loops call this every token)."""
+    return _cache_kwarg(type(module))
+
+
+@functools.cache
+def _cache_kwarg(cls: type) -> str:
+    import inspect
+
+    return "cache" if "cache" in inspect.signature(cls.forward).parameters else "past_key_values"
+
+
+def output_cache(out: Any) -> Any:
+    """The KV cache a forward returned, under either name."""
+    cache = getattr(out, "cache", None)
+    return cache if cache is not None else getattr(out, "past_key_values", None)

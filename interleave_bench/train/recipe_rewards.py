@@ -16,12 +16,12 @@ from .rewards import HybridReward, NativeReward
 KNOWN_KEYS = {"protocol", "weight", "name", "key", "options"}
 
 
-def build_reward(cfg: TrainConfig, default_scorer: Any) -> Any:
-    """The run's reward: the recipe's components, or ``default_scorer`` when there are none."""
-    if not cfg.rewards:
-        return NativeReward(default_scorer)
-    parts: dict[str, tuple[Any, float]] = {}
-    for i, spec in enumerate(cfg.rewards):
+def validate_rewards(cfg: TrainConfig) -> list[str]:
+    """Check the recipe's reward specs without building anything; return the component names."""
+    from ..scoring import PAIRWISE_PROTOCOLS, PROTOCOLS
+
+    names: list[str] = []
+    for i, spec in enumerate(cfg.rewards or []):
         where = f"rewards[{i}]"
         if not isinstance(spec, dict) or "protocol" not in spec:
             raise ValueError(f"{where}: expected a mapping with a 'protocol' key, got {spec!r}")
@@ -30,10 +30,35 @@ def build_reward(cfg: TrainConfig, default_scorer: Any) -> Any:
             raise ValueError(
                 f"{where}: unknown key(s) {sorted(unknown)}; known {sorted(KNOWN_KEYS)}"
             )
-        scorer = _scorer(cfg, str(spec["protocol"]), dict(spec.get("options") or {}), where)
+        usable = [p for p in PROTOCOLS if p not in PAIRWISE_PROTOCOLS]
+        if spec["protocol"] not in usable:
+            raise ValueError(f"{where}: protocol {spec['protocol']!r} is not one of {usable}")
+        options = spec.get("options") or {}
+        if not isinstance(options, dict):
+            raise ValueError(f"{where}.options: expected a mapping")
+        allowed = _option_names() | ({"expected"} if spec["protocol"] == "structure" else set())
+        if set(options) - allowed:
+            raise ValueError(f"{where}.options: unknown {sorted(set(options) - allowed)}")
         name = str(spec.get("name") or spec["protocol"])
-        if name in parts:
+        if name in names:
             raise ValueError(f"{where}: duplicate reward name {name!r}")
+        names.append(name)
+    if cfg.reward_mode not in ("sum_then_normalise", "normalise_then_sum"):
+        raise ValueError(f"reward_mode: unknown {cfg.reward_mode!r}")
+    if cfg.reward_missing not in ("drop", "ignore"):
+        raise ValueError(f"reward_missing: expected 'drop' or 'ignore', got {cfg.reward_missing!r}")
+    return names
+
+
+def build_reward(cfg: TrainConfig, default_scorer: Any) -> Any:
+    """The run's reward: the recipe's components, or ``default_scorer`` when there are none."""
+    if not cfg.rewards:
+        return NativeReward(default_scorer)
+    names = validate_rewards(cfg)
+    parts: dict[str, tuple[Any, float]] = {}
+    for i, (spec, name) in enumerate(zip(cfg.rewards, names, strict=True)):
+        where = f"rewards[{i}]"
+        scorer = _scorer(cfg, str(spec["protocol"]), dict(spec.get("options") or {}), where)
         parts[name] = (
             NativeReward(scorer, key=spec.get("key"), name=name),
             float(spec.get("weight", 1.0)),
@@ -46,6 +71,15 @@ def build_reward(cfg: TrainConfig, default_scorer: Any) -> Any:
         group_size=cfg.group_size,
         missing=cfg.reward_missing,  # type: ignore[arg-type]
     )
+
+
+def _option_names() -> set[str]:
+    import dataclasses
+
+    from ..scoring import ScoreOptions
+
+    fixed = {"bench", "predictions", "protocol", "out"}
+    return {f.name for f in dataclasses.fields(ScoreOptions)} - fixed
 
 
 def _scorer(cfg: TrainConfig, protocol: str, options: dict[str, Any], where: str) -> Any:

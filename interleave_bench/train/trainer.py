@@ -332,7 +332,8 @@ class GRPOTrainer:
                 )
                 # dapo already divides by the whole batch's token count: sum micro-batches;
                 # the others are means over their micro-batch: weight by its share
-                (loss if cfg.loss_type == "dapo" else loss * len(c) / b).backward()
+                if loss.requires_grad:  # False when no rollout of the chunk has a sampled token
+                    (loss if cfg.loss_type == "dapo" else loss * len(c) / b).backward()
                 m["loss"] = float(loss.detach())
                 for k, v in m.items():
                     metrics.setdefault(k, []).append(float(v))
@@ -349,6 +350,7 @@ class GRPOTrainer:
             "image_tokens": sum(r.n_image_tokens for r in rolls),
             "errors": sum(r.error is not None for r in rolls),
             "entropy_sum": entropy_sum,
+            "image_logp": _image_logprob_sums(rolls),
             "active": float(mask.sum()),
             "zero_spread": float(adv_stats.get("frac_zero_spread_groups", math.nan)),
             "metrics": {k: sum(v) / len(v) for k, v in metrics.items()},
@@ -382,6 +384,7 @@ class GRPOTrainer:
             "image_tokens": sum(p["image_tokens"] for p in parts),
             "structures": [s for p in parts for s in p["structures"]],
             "errors": sum(p["errors"] for p in parts),
+            **_image_logprob_means([p["image_logp"] for p in parts]),
             "groups_dropped": sum(p["reward_metrics"].get("groups_dropped", 0) for p in parts),
             "sampling_rounds": max(p["reward_metrics"].get("sampling_rounds", 1) for p in parts),
             "rollout_seconds": t_roll,
@@ -433,6 +436,30 @@ class GRPOTrainer:
             if self.cfg.save_final:
                 self.save_final()
         return TrainResult(read_log(self.log_path), self.log_path, time.perf_counter() - t0)
+
+
+def _image_logprob_sums(rolls: Sequence[Rollout]) -> tuple[float, float, int]:
+    """Sums of the sampled image tokens' log-probs under the CFG-guided and the conditional
+    distribution, and their count: both are logged whichever one forms the ratio."""
+    cfg = cond = 0.0
+    n = 0
+    for r in rolls:
+        tr = r.trace
+        conds = tr.cond_logprobs or tr.logprobs
+        for lp, c, m in zip(tr.logprobs, conds, tr.image_mask, strict=False):
+            if m:
+                cfg, cond, n = cfg + lp, cond + c, n + 1
+    return cfg, cond, n
+
+
+def _image_logprob_means(parts: list[tuple[float, float, int]]) -> dict[str, float]:
+    n = sum(p[2] for p in parts)
+    if not n:
+        return {"image_logprob_cfg": math.nan, "image_logprob_cond": math.nan}
+    return {
+        "image_logprob_cfg": sum(p[0] for p in parts) / n,
+        "image_logprob_cond": sum(p[1] for p in parts) / n,
+    }
 
 
 def _has_spread(group: Sequence[float | None]) -> bool:

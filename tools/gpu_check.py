@@ -1,0 +1,201 @@
+"""CUDA smoke checks for the trainer (run on a GPU machine; CI has none).
+
+Builds the tiny models there, then on ``cuda``: recomputed log-probs equal the rollouts' (Janus,
+Emu3, text), a few GRPO steps per family (float32 and bfloat16), LoRA, QLoRA (4-bit, when
+bitsandbytes is importable) and warm-up. Each check is isolated; a JSON summary goes to
+``$OUT/gpu_check.json`` (or the path given).
+
+    HF_HUB_OFFLINE=1 PYTHONPATH=. python tools/gpu_check.py [OUT.json]
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tempfile
+import time
+import traceback
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+RESULTS: dict[str, object] = {}
+
+
+def check(name):
+    def wrap(fn):
+        t0 = time.perf_counter()
+        try:
+            RESULTS[name] = {
+                "ok": True,
+                **(fn() or {}),
+                "seconds": round(time.perf_counter() - t0, 2),
+            }
+        except Exception as e:  # noqa: BLE001 - every check reports, none stops the rest
+            RESULTS[name] = {
+                "ok": False,
+                "error": f"{type(e).__name__}: {e}",
+                "trace": traceback.format_exc()[-1500:],
+            }
+        print(name, json.dumps(RESULTS[name])[:600], flush=True)
+        return fn
+
+    return wrap
+
+
+def main() -> None:
+    import torch
+
+    work = Path(tempfile.mkdtemp())
+    os.environ["IBENCH_HOME"] = str(work / "home")
+    import importlib.metadata as md
+
+    from interleave_bench import load_benchmark
+    from interleave_bench.media import ImageStore
+    from interleave_bench.models.base import GenerationSettings
+    from interleave_bench.models.prompts import build_prompt
+    from interleave_bench.models.tiny_emu3 import build_tiny_emu3
+    from interleave_bench.models.tiny_janus import build_tiny_janus
+    from interleave_bench.models.tiny_text import build_tiny_text
+    from interleave_bench.train.policy_logprobs import batch_logprobs, batch_mask, old_logprobs
+    from interleave_bench.train.rollout import rollout
+    from interleave_bench.train.trainer import GRPOTrainer, TrainConfig, read_log
+
+    env = {"torch": torch.__version__, "cuda": torch.cuda.is_available()}
+    for pkg in ("transformers", "peft", "accelerate", "bitsandbytes"):
+        try:
+            env[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            env[pkg] = None
+    if torch.cuda.is_available():
+        env["gpu"] = torch.cuda.get_device_name(0)
+    RESULTS["env"] = env
+    print(env, flush=True)
+    janus = build_tiny_janus(work / "janus")
+    emu3 = build_tiny_emu3(work / "emu3")
+    text = build_tiny_text(work / "text", hidden=128, layers=4)
+    sample = load_benchmark("mmie:sample").samples[0]
+    store = ImageStore(work / "images")
+    jgen = {"max_new_tokens": 16, "temperature": 0.3, "cfg_scale": 5.0, "max_images": 2}
+    egen = {"max_new_tokens": 48, "temperature": 1.5, "cfg_scale": 3.0, "max_images": 2}
+    tgen = {"max_new_tokens": 24, "temperature": 1.0, "top_p": 0.9}
+
+    def match(adapter, gen, kinds):
+        settings = GenerationSettings(**gen)
+        rolls = rollout(adapter, [build_prompt(sample)], settings, 4, store, seed=3)
+        out = {
+            "errors": [r.error for r in rolls if r.error],
+            "image_tokens": sum(r.n_image_tokens for r in rolls),
+        }
+        for kind in kinds:
+            with torch.no_grad():
+                new = batch_logprobs(adapter, rolls, settings, image_logprob=kind)
+            old = old_logprobs(rolls, kind, new.device)
+            m = batch_mask(rolls, new.device)
+            out[f"max_abs_diff_{kind}"] = float(((new - old).abs() * m).max())
+        return out
+
+    @check("logprobs_janus_cuda")
+    def _():
+        from interleave_bench.models.janus import JanusAdapter
+
+        return match(JanusAdapter(janus, device="cuda", dtype="float32"), jgen, ["cond", "cfg"])
+
+    @check("logprobs_emu3_cuda")
+    def _():
+        from interleave_bench.models.emu3 import Emu3Adapter
+
+        return match(Emu3Adapter(str(emu3), device="cuda", dtype="float32"), egen, ["cond", "cfg"])
+
+    @check("logprobs_text_cuda")
+    def _():
+        from interleave_bench.models.text_lm import TextLMAdapter
+
+        return match(TextLMAdapter(text, device="cuda", dtype="float32"), tgen, ["cond"])
+
+    def grpo(name, model, gen, steps=3, **kw):
+        cfg = TrainConfig(
+            model=str(model),
+            output_dir=str(work / name),
+            steps=steps,
+            prompts_per_step=2,
+            group_size=4,
+            lr=kw.pop("lr", 1e-3),
+            beta=0.01,
+            generation=dict(gen),
+            device="cuda",
+            **kw,
+        )
+        t = GRPOTrainer(cfg, **({"reward": kw_reward} if "text" in name else {}))
+        res = t.train()
+        recs = read_log(res.log_path)
+        return {
+            "rewards": [round(r["reward_mean"], 3) for r in recs],
+            "step_seconds": [round(r["seconds"], 2) for r in recs],
+            "kl": [r.get("kl") for r in recs],
+            "entropy": [r["entropy"] for r in recs],
+            "errors": sum(r["errors"] for r in recs),
+            "final": (Path(cfg.output_dir) / "final").exists(),
+        }
+
+    def kw_reward(_s, preds):
+        return [len(set(p.output.text.split())) / 12 for p in preds]
+
+    check("grpo_janus_fp32")(lambda: grpo("j32", janus, jgen))
+    check("grpo_janus_bf16")(lambda: grpo("jbf", janus, jgen, dtype="bfloat16"))
+    check("grpo_emu3_fp32")(lambda: grpo("e32", emu3, egen, expected="TIT", lr=5e-3))
+    check("grpo_text_fp32")(lambda: grpo("text32", text, tgen))
+    check("grpo_janus_lora")(lambda: grpo("jlora", janus, jgen, lora={"r": 4, "alpha": 8}))
+    check("grpo_text_qlora_4bit")(
+        lambda: grpo("textq", text, tgen, lora={"r": 4}, quantization="4bit", dtype="bfloat16")
+    )
+    check("grpo_janus_qlora_4bit")(
+        lambda: grpo(
+            "jq",
+            janus,
+            jgen,
+            lora={"r": 4, "target_modules": ["q_proj", "v_proj"]},
+            quantization="4bit",
+            dtype="bfloat16",
+        )
+    )
+
+    def warm(name, model):
+        from interleave_bench.train.warmup import WarmupConfig, warmup
+
+        res = warmup(
+            WarmupConfig(
+                model=str(model),
+                output_dir=str(work / name),
+                steps=12,
+                batch_size=4,
+                lr=1e-2,
+                device="cuda",
+            )
+        )
+        recs = res.records
+        return {
+            "loss_text": [round(recs[0]["loss_text"], 3), round(recs[-1]["loss_text"], 3)],
+            "loss_image": [round(recs[0]["loss_image"], 3), round(recs[-1]["loss_image"], 3)],
+            "final": str(res.final_path),
+        }
+
+    check("warmup_janus_cuda")(lambda: warm("wj", janus))
+    check("warmup_emu3_cuda")(lambda: warm("we", emu3))
+
+    dest = (
+        Path(sys.argv[1])
+        if len(sys.argv) > 1
+        else Path(os.environ.get("OUT", ".")) / "gpu_check.json"
+    )
+    dest.write_text(json.dumps(RESULTS, indent=2))
+    print(
+        "ok:",
+        sum(1 for v in RESULTS.values() if isinstance(v, dict) and v.get("ok")),
+        "failed:",
+        [k for k, v in RESULTS.items() if isinstance(v, dict) and v.get("ok") is False],
+    )
+
+
+if __name__ == "__main__":
+    main()
