@@ -315,7 +315,3 @@ from . import cli_eval, cli_score, cli_train  # noqa: E402, F401
 from .leaderboard.cli import leaderboard_app  # noqa: E402
 
 app.add_typer(leaderboard_app, name="leaderboard")
-
-
-if __name__ == "__main__":  # `python -m interleave_bench.cli` (torchrun, accelerate launch -m)
-    main()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -72,6 +73,8 @@ def train_grpo(
 
     cfg = _train_config(config, overrides or [])
     result = train(cfg, resume=resume, console=None if as_json else err)
+    if int(os.environ.get("RANK", "0")) != 0:  # under torchrun / accelerate: process 0 reports
+        return
     first, last = result.records[:1], result.records[-1:]
     summary = {
         "log": str(result.log_path),

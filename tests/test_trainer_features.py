@@ -310,3 +310,20 @@ def test_a_step_whose_rollouts_all_fail_is_logged_not_fatal(tiny_janus, tmp_path
     rec = read_log(trainer.train().log_path)[0]
     assert rec["errors"] == 2 and rec["rewards"] == [None, None] and rec["reward_none"] == 2
     assert all(torch.equal(p, before[n]) for n, p in trainer.model.named_parameters())
+
+
+def test_ibench_eval_runs_a_text_only_model(tiny_text, tmp_path):
+    """The text family is an ``ibench eval`` model too (a text-only baseline): answers are text,
+    scored by the same scorers, and the structure scorer sees no image."""
+    from helpers import cli_json
+
+    out = tmp_path / "run"
+    code, report = cli_json(
+        "eval", "--model", str(tiny_text), "--bench", "mmie:sample", "--limit", "3",
+        "--out", str(out), "--max-new-tokens", "8", "--scorers", "structure",
+    )  # fmt: skip
+    assert code == 0, report
+    preds = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
+    assert len(preds) == 3 and all(p["error"] is None for p in preds)
+    assert all(s["type"] == "text" for p in preds for s in p["output"])
+    assert report["results"][0]["counts"]["valid"] == 3

@@ -108,6 +108,11 @@ class TextLMAdapter:
     def text_of(self, trace: DecodeTrace) -> str:
         return self.processor.decode(trace.token_ids, skip_special_tokens=True).strip()
 
+    def answer_of(self, trace: DecodeTrace) -> Interleaved:
+        """The decoded answer: one text segment, or nothing when only EOS was produced."""
+        text = self.text_of(trace)
+        return Interleaved([Segment.of_text(text)] if text else [])
+
     def generate(
         self,
         prompts: list[Interleaved],
@@ -125,7 +130,7 @@ class TextLMAdapter:
         each = (time.perf_counter() - start) / max(len(prompts), 1)
         return [
             GenerationOutput(
-                Interleaved([Segment.of_text(self.text_of(t))]),
+                self.answer_of(t),
                 seconds=each,
                 trace=t if return_trace else None,
             )

@@ -182,7 +182,7 @@ def _rollout_text(
     out = []
     for k, (prompt, tr) in enumerate(zip(repeated, traces, strict=True)):
         row = inputs["input_ids"][k][inputs["attention_mask"][k].bool()]
-        answer = Interleaved([Segment.of_text(adapter.text_of(tr))])
+        answer = adapter.answer_of(tr)
         out.append(
             Rollout(
                 k // group_size,
