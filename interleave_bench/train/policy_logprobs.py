@@ -38,7 +38,7 @@ from ..models.janus import embed_generated, janus_token_ids
 from .rollout import IMAGE_LOGPROBS, ImageLogprob, Rollout
 
 
-def _prompt_embeds(model: Any, inputs: Any) -> Tensor:
+def prompt_embeds(model: Any, inputs: Any) -> Tensor:
     """The prompt's input embeddings with its images' features in the placeholder slots."""
     inner = model.model
     ids = inputs["input_ids"].to(model.device)
@@ -81,7 +81,7 @@ def janus_sequence_logprobs(
         return torch.zeros(0, device=model.device), torch.zeros(0, device=model.device)
     ids = janus_token_ids(model, processor)
     temp = settings.temperature
-    prompt = _prompt_embeds(model, rollout.prompt_inputs)
+    prompt = prompt_embeds(model, rollout.prompt_inputs)
     gen = embed_generated(model, tr.token_ids[:-1], tr.image_mask[:-1]).to(prompt.dtype)
     hidden = model.model.language_model(inputs_embeds=torch.cat([prompt, gen], 1)).last_hidden_state
     hidden = hidden[0, prompt.shape[1] - 1 :]  # (n, H): the state before each generated position

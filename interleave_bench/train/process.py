@@ -121,3 +121,22 @@ def process_rewards(
     return process_rewards_batch(
         text_scorer, image_scorer, [sample], [prediction], context=context, key=key
     )[0]
+
+
+def segment_letter(tokens: list[int], seg: tuple[str, int, int], structural: frozenset[int]) -> str:
+    """ "I" for an image segment, "T" for a text one holding real text, "" for one holding only
+    structure tokens (the ``<begin_of_image>`` that opens an image, the final EOS)."""
+    kind, start, end = seg
+    if kind == "image":
+        return "I"
+    return "T" if any(t not in structural for t in tokens[start:end]) else ""
+
+
+def prefix_structure_reward(prefix: str, expected: str) -> float:
+    """Per-segment (process) structure reward: 1 when the answer so far is a prefix of the
+    expected structure (after collapsing text runs), else 0."""
+    collapsed: list[str] = []
+    for c in prefix:
+        if not (c == "T" and collapsed and collapsed[-1] == "T"):
+            collapsed.append(c)
+    return 1.0 if expected.startswith("".join(collapsed)) else 0.0

@@ -35,13 +35,16 @@ from ..models.base import detect_family
 from ..models.prompts import build_prompt
 from ..scorers.structure import StructureScorer, structure_of
 from ..types import Sample
+from .checkpoints import checkpoint_dir, latest_checkpoint, load_state, read_log, save_state
 from .config import TrainConfig
 from .distributed import Dist
 from .grpo import SPREAD_ATOL, grpo_loss, outcome_advantages, process_advantages
 from .peft_setup import Reference, apply_lora, quantization_kwargs, trainable_state
 from .policy_logprobs import batch_logprobs, batch_mask, old_logprobs
+from .process import prefix_structure_reward, segment_letter
 from .recipe_rewards import build_reward
 from .rollout import IMAGE_LOGPROBS, Rollout, rollout, rollout_predictions
+from .step_log import console_line, image_logprob_sums, merge_record
 
 __all__ = ["GRPOTrainer", "TrainConfig", "TrainResult", "read_log", "train"]
 
@@ -53,14 +56,6 @@ class TrainResult:
     records: list[dict[str, Any]]
     log_path: Path
     seconds: float
-
-
-def _mean_std(values: Sequence[float]) -> tuple[float, float]:
-    if not values:
-        return math.nan, math.nan
-    m = sum(values) / len(values)
-    var = sum((v - m) ** 2 for v in values) / (len(values) - 1) if len(values) > 1 else 0.0
-    return m, math.sqrt(var)
 
 
 def load_policy(cfg: TrainConfig, device: str) -> Any:
@@ -141,43 +136,32 @@ class GRPOTrainer:
     # ------------------------------------------------------------------ checkpoints
 
     def checkpoint_dir(self, step: int) -> Path:
-        return self.out / f"checkpoint-{step:06d}"
+        return checkpoint_dir(self.out, step)
 
     def save_checkpoint(self) -> Path:
         """Trainable weights + optimizer + step + RNG states + the log's byte offset, one file
         (written by process 0; every process waits for it)."""
         path = self.checkpoint_dir(self.step)
         if self.dist.main:
-            path.mkdir(parents=True, exist_ok=True)
-            state = {
-                "model": trainable_state(self.model, self.peft),
-                "optimizer": self.optimizer.state_dict(),
-                "step": self.step,
-                "torch_rng": torch.get_rng_state(),
-                "python_rng": random.getstate(),
-                "log_offset": self.log_path.stat().st_size if self.log_path.exists() else 0,
-                "config": asdict(self.cfg),
-            }
-            tmp = path / "state.pt.tmp"
-            torch.save(state, tmp)
-            tmp.replace(path / "state.pt")
+            save_state(
+                path,
+                model_state=trainable_state(self.model, self.peft),
+                optimizer=self.optimizer,
+                step=self.step,
+                log_path=self.log_path,
+                config=asdict(self.cfg),
+            )
         self.dist.barrier()
         return path
 
     def latest_checkpoint(self) -> Path | None:
-        found = sorted(p for p in self.out.glob("checkpoint-*") if (p / "state.pt").is_file())
-        return found[-1] if found else None
+        return latest_checkpoint(self.out)
 
     def load_checkpoint(self, path: Path) -> None:
-        state = torch.load(path / "state.pt", weights_only=False, map_location=self.model.device)
-        self.model.load_state_dict(state["model"], strict=self.peft is None)
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.step = int(state["step"])
-        torch.set_rng_state(state["torch_rng"])
-        random.setstate(state["python_rng"])
-        if self.dist.main:
-            with open(self.log_path, "a+b") as f:  # drop records written after the checkpoint
-                f.truncate(int(state["log_offset"]))
+        log = self.log_path if self.dist.main else None
+        self.step = load_state(
+            path, self.model, self.optimizer, log_path=log, strict=self.peft is None
+        )
         self.dist.barrier()
 
     def save_final(self) -> Path:
@@ -269,9 +253,9 @@ class GRPOTrainer:
         steps, spans = [], []
         for r in rolls:
             segs = r.trace.segments
-            letters = [_letter(r.trace.token_ids, seg, self.structural) for seg in segs]
+            letters = [segment_letter(r.trace.token_ids, seg, self.structural) for seg in segs]
             vals: list[float | None] = [
-                _prefix_reward("".join(letters[: k + 1]), self.scorer.expected or "")
+                prefix_structure_reward("".join(letters[: k + 1]), self.scorer.expected or "")
                 for k in range(len(segs))
             ]
             steps.append(vals)
@@ -350,63 +334,20 @@ class GRPOTrainer:
             "image_tokens": sum(r.n_image_tokens for r in rolls),
             "errors": sum(r.error is not None for r in rolls),
             "entropy_sum": entropy_sum,
-            "image_logp": _image_logprob_sums(rolls),
+            "image_logp": image_logprob_sums(rolls),
             "active": float(mask.sum()),
             "zero_spread": float(adv_stats.get("frac_zero_spread_groups", math.nan)),
             "metrics": {k: sum(v) / len(v) for k, v in metrics.items()},
             "reward_metrics": reward_metrics,
         }
-        record = self._record(self.dist.gather(local), t0, t_roll)
+        name = getattr(self.reward, "__name__", "reward")
+        record = merge_record(self.step, name, self.dist.gather(local), t0, t_roll)
         if self.dist.main:
             with open(self.log_path, "a", encoding="utf-8") as f:
                 f.write(json.dumps(record) + "\n")
-            self._print(record)
+            if self.console is not None:
+                self.console.print(console_line(record))
         return record
-
-    def _record(self, parts: list[dict[str, Any]], t0: float, t_roll: float) -> dict[str, Any]:
-        """One log record from every process's part (rank order)."""
-        rewards = [r for p in parts for r in p["rewards"]]
-        ok = [r for r in rewards if r is not None]
-        mean, std = _mean_std(ok)
-        name = getattr(self.reward, "__name__", "reward")
-        active = sum(p["active"] for p in parts)
-        record: dict[str, Any] = {
-            "step": self.step,
-            "reward_mean": mean,
-            "reward_std": std,
-            f"reward/{name}/mean": mean,
-            f"reward/{name}/std": std,
-            "rewards": rewards,
-            "reward_none": len(rewards) - len(ok),
-            "frac_zero_spread": sum(p["zero_spread"] for p in parts) / len(parts),
-            "entropy": sum(p["entropy_sum"] for p in parts) / active if active else math.nan,
-            "text_tokens": sum(p["text_tokens"] for p in parts),
-            "image_tokens": sum(p["image_tokens"] for p in parts),
-            "structures": [s for p in parts for s in p["structures"]],
-            "errors": sum(p["errors"] for p in parts),
-            **_image_logprob_means([p["image_logp"] for p in parts]),
-            "groups_dropped": sum(p["reward_metrics"].get("groups_dropped", 0) for p in parts),
-            "sampling_rounds": max(p["reward_metrics"].get("sampling_rounds", 1) for p in parts),
-            "rollout_seconds": t_roll,
-            "seconds": time.perf_counter() - t0,
-        }
-        for key in parts[0]["metrics"]:
-            record[key] = sum(p["metrics"][key] for p in parts) / len(parts)
-        for key in parts[0]["reward_metrics"]:
-            if key.startswith("reward/"):
-                vals = [p["reward_metrics"][key] for p in parts]
-                record[key] = sum(vals) / len(vals)
-        return record
-
-    def _print(self, rec: dict[str, Any]) -> None:
-        if self.console is None:
-            return
-        self.console.print(
-            f"[bold]step {rec['step']}[/] reward {rec['reward_mean']:.3f}±{rec['reward_std']:.3f} "
-            f"kl {rec.get('kl', float('nan')):.4f} clip {rec.get('clip_frac', 0):.3f} "
-            f"entropy {rec['entropy']:.3f} zero-spread {rec['frac_zero_spread']:.2f} "
-            f"tokens {rec['text_tokens']}t/{rec['image_tokens']}i {rec['seconds']:.1f}s"
-        )
 
     # ------------------------------------------------------------------ the loop
 
@@ -438,58 +379,9 @@ class GRPOTrainer:
         return TrainResult(read_log(self.log_path), self.log_path, time.perf_counter() - t0)
 
 
-def _image_logprob_sums(rolls: Sequence[Rollout]) -> tuple[float, float, int]:
-    """Sums of the sampled image tokens' log-probs under the CFG-guided and the conditional
-    distribution, and their count: both are logged whichever one forms the ratio."""
-    cfg = cond = 0.0
-    n = 0
-    for r in rolls:
-        tr = r.trace
-        conds = tr.cond_logprobs or tr.logprobs
-        for lp, c, m in zip(tr.logprobs, conds, tr.image_mask, strict=False):
-            if m:
-                cfg, cond, n = cfg + lp, cond + c, n + 1
-    return cfg, cond, n
-
-
-def _image_logprob_means(parts: list[tuple[float, float, int]]) -> dict[str, float]:
-    n = sum(p[2] for p in parts)
-    if not n:
-        return {"image_logprob_cfg": math.nan, "image_logprob_cond": math.nan}
-    return {
-        "image_logprob_cfg": sum(p[0] for p in parts) / n,
-        "image_logprob_cond": sum(p[1] for p in parts) / n,
-    }
-
-
 def _has_spread(group: Sequence[float | None]) -> bool:
     vals = [v for v in group if v is not None]
     return len(vals) > 1 and max(vals) - min(vals) > SPREAD_ATOL
-
-
-def _letter(tokens: list[int], seg: tuple[str, int, int], structural: frozenset[int]) -> str:
-    """ "I" for an image segment, "T" for a text one holding real text, "" for one holding only
-    structure tokens (the ``<begin_of_image>`` that opens an image, the final EOS)."""
-    kind, start, end = seg
-    if kind == "image":
-        return "I"
-    return "T" if any(t not in structural for t in tokens[start:end]) else ""
-
-
-def _prefix_reward(prefix: str, expected: str) -> float:
-    """Per-segment (process) structure reward: 1 when the answer so far is a prefix of the
-    expected structure (after collapsing text runs), else 0."""
-    collapsed: list[str] = []
-    for c in prefix:
-        if not (c == "T" and collapsed and collapsed[-1] == "T"):
-            collapsed.append(c)
-    return 1.0 if expected.startswith("".join(collapsed)) else 0.0
-
-
-def read_log(path: Path) -> list[dict[str, Any]]:
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
 
 
 def train(config: TrainConfig, *, resume: bool = False, console: Any = None) -> TrainResult:

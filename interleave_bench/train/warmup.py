@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import json
 import math
-import random
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -40,7 +39,8 @@ from ..models.base import GenerationSettings, detect_family
 from ..models.janus import JanusAdapter, build_prompt_inputs, embed_generated, janus_token_ids
 from ..models.prompts import build_prompt, load_templates
 from ..types import ImageRef, Interleaved, Sample
-from .policy_logprobs import _prompt_embeds
+from .checkpoints import checkpoint_dir, latest_checkpoint, load_state, read_log, save_state
+from .policy_logprobs import prompt_embeds
 from .warmup_data import KINDS, Example, Forced, MixSampler, Token, counts, layout, load_sources
 
 LOG_NAME = "log.jsonl"
@@ -168,7 +168,7 @@ class _Janus(_Family):
 
     def losses(self, f: Forced) -> tuple[torch.Tensor, torch.Tensor]:
         model = self.model
-        prompt = _prompt_embeds(model, f.prompt_inputs)
+        prompt = prompt_embeds(model, f.prompt_inputs)
         gen = embed_generated(model, f.tokens[:-1], f.image[:-1]).to(prompt.dtype)
         lm = model.model.language_model
         hidden = lm(inputs_embeds=torch.cat([prompt, gen], 1)).last_hidden_state
@@ -297,37 +297,23 @@ class WarmupTrainer:
     # ------------------------------------------------------------------ checkpoints
 
     def checkpoint_dir(self, step: int) -> Path:
-        return self.out / f"checkpoint-{step:06d}"
+        return checkpoint_dir(self.out, step)
 
     def save_checkpoint(self) -> Path:
-        path = self.checkpoint_dir(self.step)
-        path.mkdir(parents=True, exist_ok=True)
-        state = {
-            "model": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "step": self.step,
-            "torch_rng": torch.get_rng_state(),
-            "python_rng": random.getstate(),
-            "log_offset": self.log_path.stat().st_size if self.log_path.exists() else 0,
-            "config": asdict(self.cfg),
-        }
-        torch.save(state, path / "state.pt.tmp")
-        (path / "state.pt.tmp").replace(path / "state.pt")
-        return path
+        return save_state(
+            self.checkpoint_dir(self.step),
+            model_state=self.model.state_dict(),
+            optimizer=self.optimizer,
+            step=self.step,
+            log_path=self.log_path,
+            config=asdict(self.cfg),
+        )
 
     def latest_checkpoint(self) -> Path | None:
-        found = sorted(p for p in self.out.glob("checkpoint-*") if (p / "state.pt").is_file())
-        return found[-1] if found else None
+        return latest_checkpoint(self.out)
 
     def load_checkpoint(self, path: Path) -> None:
-        state = torch.load(path / "state.pt", weights_only=False, map_location=self.model.device)
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.step = int(state["step"])
-        torch.set_rng_state(state["torch_rng"])
-        random.setstate(state["python_rng"])
-        with open(self.log_path, "a+b") as f:  # drop records written after the checkpoint
-            f.truncate(int(state["log_offset"]))
+        self.step = load_state(path, self.model, self.optimizer, log_path=self.log_path)
 
     # ------------------------------------------------------------------ one step
 
@@ -420,12 +406,6 @@ class WarmupTrainer:
             if self.cfg.save:
                 final = self.save_final()
         return WarmupResult(read_log(self.log_path), self.log_path, final, time.perf_counter() - t0)
-
-
-def read_log(path: Path) -> list[dict[str, Any]]:
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
 
 
 def warmup(config: WarmupConfig, *, resume: bool = False, console: Any = None) -> WarmupResult:
