@@ -37,7 +37,7 @@ def save_state(
     path.mkdir(parents=True, exist_ok=True)
     state = {
         "model": model_state,
-        "optimizer": optimizer.state_dict(),
+        "optimizer": None if optimizer is None else optimizer.state_dict(),
         "step": step,
         "torch_rng": torch.get_rng_state(),
         "python_rng": random.getstate(),
@@ -62,8 +62,9 @@ def load_state(
     a process that does not write the log). Returns the checkpoint's step."""
     state = torch.load(path / "state.pt", weights_only=False, map_location=model.device)
     model.load_state_dict(state["model"], strict=strict)
-    optimizer.load_state_dict(state["optimizer"])
-    torch.set_rng_state(state["torch_rng"])
+    if optimizer is not None and state["optimizer"] is not None:
+        optimizer.load_state_dict(state["optimizer"])
+    torch.set_rng_state(state["torch_rng"].cpu())  # map_location moved it to the model device
     random.setstate(state["python_rng"])
     if log_path is not None:
         with open(log_path, "a+b") as f:  # drop records written after the checkpoint

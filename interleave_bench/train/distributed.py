@@ -7,7 +7,9 @@ seeds use the global prompt index, so N processes train on exactly the answers o
 
 The average is an explicit all-reduce of the flattened gradients rather than a DDP wrapper: the
 log-prob code calls sub-modules (Janus's generation head, the vision encoder) that a DDP forward
-would not see. Single-process runs never import accelerate's state machinery.
+would not see. Under ``accelerate launch`` with a DeepSpeed config (ZeRO 1/2) the DeepSpeed engine
+does the averaging, clipping and stepping instead. Single-process runs without DeepSpeed never
+import accelerate's state machinery.
 """
 
 from __future__ import annotations
@@ -24,7 +26,9 @@ class Dist:
         self.acc: Any = None
         self.rank = 0
         self.device = device
-        if self.world > 1:
+        # `accelerate launch` with a DeepSpeed config sets this (also for a single process)
+        self.deepspeed = os.environ.get("ACCELERATE_USE_DEEPSPEED", "").lower() in ("1", "true")
+        if self.world > 1 or self.deepspeed:
             from accelerate import Accelerator
 
             self.acc = Accelerator(cpu=str(device) == "cpu")
@@ -73,6 +77,23 @@ class Dist:
             n = g.numel()
             p.grad = flat[offset : offset + n].view_as(p).clone()
             offset += n
+
+    def prepare_deepspeed(self, model: Any, optimizer: Any, max_grad_norm: float | None) -> Any:
+        """Hand model and optimizer to DeepSpeed (ZeRO 1/2) through accelerate. The engine then
+        averages gradients, clips them (``gradient_clipping`` = ``max_grad_norm``) and steps in
+        ``backward``; one optimizer step per rollout update (DeepSpeed's own gradient
+        accumulation stays 1: the trainer's micro-batches are summed into one backward)."""
+        ds = self.acc.state.deepspeed_plugin.deepspeed_config
+        if ds.get("zero_optimization", {}).get("stage", 0) == 3:
+            raise ValueError(
+                "DeepSpeed ZeRO-3 is not supported (the log-prob code reads sub-modules directly)"
+            )
+        ds["train_micro_batch_size_per_gpu"] = 1
+        ds["gradient_accumulation_steps"] = 1
+        ds["gradient_clipping"] = float(max_grad_norm or 0.0)
+        ds.setdefault("zero_allow_untested_optimizer", True)
+        engine, optimizer = self.acc.prepare(model, optimizer)
+        return engine, optimizer
 
     def barrier(self) -> None:
         if self.acc is not None:

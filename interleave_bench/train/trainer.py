@@ -109,6 +109,11 @@ class GRPOTrainer:
         self.optimizer = torch.optim.AdamW(
             self.params, lr=config.lr, weight_decay=config.weight_decay
         )
+        self.engine = None
+        if self.dist.deepspeed:
+            self.engine, self.optimizer = self.dist.prepare_deepspeed(
+                self.model, self.optimizer, config.max_grad_norm
+            )
         self.structural = self._structural_tokens()
         self.scorer = StructureScorer(expected=config.expected, prefer_gold=False)
         self.reward = reward or build_reward(config, self.scorer)
@@ -142,11 +147,13 @@ class GRPOTrainer:
         """Trainable weights + optimizer + step + RNG states + the log's byte offset, one file
         (written by process 0; every process waits for it)."""
         path = self.checkpoint_dir(self.step)
+        if self.engine is not None:  # partitioned optimizer state: every rank writes its part
+            self.engine.save_checkpoint(str(path / "deepspeed"))
         if self.dist.main:
             save_state(
                 path,
                 model_state=trainable_state(self.model, self.peft),
-                optimizer=self.optimizer,
+                optimizer=None if self.engine is not None else self.optimizer,
                 step=self.step,
                 log_path=self.log_path,
                 config=asdict(self.cfg),
@@ -159,6 +166,8 @@ class GRPOTrainer:
 
     def load_checkpoint(self, path: Path) -> None:
         log = self.log_path if self.dist.main else None
+        if self.engine is not None:
+            self.engine.load_checkpoint(str(path / "deepspeed"))
         self.step = load_state(
             path, self.model, self.optimizer, log_path=log, strict=self.peft is None
         )
@@ -282,9 +291,8 @@ class GRPOTrainer:
         self.model.train()
         metrics: dict[str, list[float]] = {}
         b = len(rolls)
-        chunks = [
-            c for c in (list(range(b))[i :: cfg.grad_accum] for i in range(cfg.grad_accum)) if c
-        ]
+        n_chunks = 1 if self.engine is not None else cfg.grad_accum  # DeepSpeed: one backward
+        chunks = [c for c in (list(range(b))[i::n_chunks] for i in range(n_chunks)) if c]
         n_active = self.dist.sum(float(mask.sum()))
         entropy_sum = 0.0
         for update in range(cfg.updates_per_rollout):
@@ -317,10 +325,16 @@ class GRPOTrainer:
                 # dapo already divides by the whole batch's token count: sum micro-batches;
                 # the others are means over their micro-batch: weight by its share
                 if loss.requires_grad:  # False when no rollout of the chunk has a sampled token
-                    (loss if cfg.loss_type == "dapo" else loss * len(c) / b).backward()
+                    scaled = loss if cfg.loss_type == "dapo" else loss * len(c) / b
+                    if self.engine is not None:
+                        self.dist.acc.backward(scaled)  # DeepSpeed: backward, reduce, clip, step
+                    else:
+                        scaled.backward()
                 m["loss"] = float(loss.detach())
                 for k, v in m.items():
                     metrics.setdefault(k, []).append(float(v))
+            if self.engine is not None:
+                continue  # the engine stepped inside backward
             self.dist.average_gradients(self.params)
             if cfg.max_grad_norm:
                 torch.nn.utils.clip_grad_norm_(self.params, cfg.max_grad_norm)
