@@ -59,13 +59,17 @@ def _train_config(path: Path, overrides: list[str], config_cls: Any = None) -> A
         raise fail(f"{path}: {e}", 2) from None
 
 
+OverridesArg = Annotated[
+    list[str] | None, typer.Argument(help="key=value overrides (a.b=v sets a mapping entry).")
+]
+ResumeOpt = Annotated[bool, typer.Option("--resume", help="Continue from the latest checkpoint.")]
+
+
 @train_app.command("grpo")
 def train_grpo(
     config: Annotated[Path, typer.Option("--config", help="A recipe YAML (see train/).")],
-    overrides: Annotated[list[str] | None, typer.Argument(help="key=value overrides.")] = None,
-    resume: Annotated[
-        bool, typer.Option("--resume", help="Continue from the latest checkpoint.")
-    ] = False,
+    overrides: OverridesArg = None,
+    resume: ResumeOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
     """GRPO on a tiny or real unified model with the evaluation's scorers as rewards."""
@@ -96,10 +100,8 @@ def train_grpo(
 @train_app.command("warmup")
 def train_warmup(
     config: Annotated[Path, typer.Option("--config", help="A warm-up recipe YAML (see train/).")],
-    overrides: Annotated[list[str] | None, typer.Argument(help="key=value overrides.")] = None,
-    resume: Annotated[
-        bool, typer.Option("--resume", help="Continue from the latest checkpoint.")
-    ] = False,
+    overrides: OverridesArg = None,
+    resume: ResumeOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Supervised warm-up (interleaved, understanding and text-to-image answers) before GRPO."""
