@@ -111,6 +111,15 @@ class GRPOTrainer:
         )
         self.engine = None
         if self.dist.deepspeed:
+            if config.grad_accum > 1 and self.dist.main:
+                import warnings
+
+                warnings.warn(
+                    f"grad_accum={config.grad_accum} is not used under DeepSpeed: each update "
+                    "is one backward over all of the process's rollouts (same gradient, more "
+                    "memory); lower prompts_per_step or group_size if it does not fit",
+                    stacklevel=2,
+                )
             self.engine, self.optimizer = self.dist.prepare_deepspeed(
                 self.model, self.optimizer, config.max_grad_norm
             )
