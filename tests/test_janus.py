@@ -181,3 +181,20 @@ def test_one_failing_prompt_keeps_the_others(adapter, store, prompts, monkeypatc
     ) + adapter.generate(prompts[:1], GREEDY, store)
     assert [o.error for o in outputs[:2]] == [None, None]  # no image, so no decode
     assert outputs[2].error == "RuntimeError: VQ decoder exploded"
+
+
+def test_decoded_images_equal_the_pil_processors_postprocess(adapter):
+    """``decode_codes`` un-normalises by itself (the torchvision image processor's postprocess
+    returns no PIL images); the result equals the PIL processor's ``postprocess`` pixel for pixel."""
+    import numpy as np
+
+    model, processor = adapter.model, adapter.processor
+    assert type(processor.image_processor).__name__.endswith("Pil")  # the reference path here
+    torch.manual_seed(0)
+    codes = torch.randint(0, model.config.vq_config.num_embeddings, (16,)).tolist()
+    ours = janus_mod.decode_codes(model, processor, codes)
+    with torch.no_grad():
+        pixels = model.decode_image_tokens(torch.tensor([codes])).permute(0, 3, 1, 2).float()
+    ref = processor.postprocess(list(pixels), return_tensors="PIL.Image.Image")["pixel_values"][0]
+    assert ours.mode == "RGB" and ours.size == ref.size
+    assert np.array_equal(np.asarray(ours), np.asarray(ref.convert("RGB")))
