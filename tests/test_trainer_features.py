@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+from dataclasses import asdict
 from pathlib import Path
 
 import pytest
@@ -71,7 +72,8 @@ def test_text_family_logprobs_match_and_entropy_is_a_distribution_entropy(tiny_t
     assert (active > 0).all() and (active <= torch.log(torch.tensor(float(vocab))) + 1e-4).all()
 
 
-def _text_cfg(tmp_path, name: str, model, **kw) -> TrainConfig:
+def _cfg(tmp_path, name: str, model, **kw) -> TrainConfig:
+    """A small run's config: the text model's generation settings unless ``generation`` says."""
     base = dict(
         model=str(model),
         output_dir=str(tmp_path / name),
@@ -88,23 +90,21 @@ def _text_cfg(tmp_path, name: str, model, **kw) -> TrainConfig:
 
 def test_beta_zero_builds_no_reference_and_logs_entropy(tiny_text, tmp_path):
     trainer = GRPOTrainer(
-        _text_cfg(tmp_path, "b0", tiny_text, beta=0.0), reward=_distinct_words, samples=_samples()
+        _cfg(tmp_path, "b0", tiny_text, beta=0.0), reward=_distinct_words, samples=_samples()
     )
     assert trainer.ref is None
     rec = read_log(trainer.train().log_path)[-1]
     assert "kl" not in rec and 0 < rec["entropy"] < 7
-    kl = GRPOTrainer(
-        _text_cfg(tmp_path, "b1", tiny_text), reward=_distinct_words, samples=_samples()
-    )
+    kl = GRPOTrainer(_cfg(tmp_path, "b1", tiny_text), reward=_distinct_words, samples=_samples())
     assert kl.ref is not None
     assert "kl" in read_log(kl.train().log_path)[-1]
 
 
 def test_lora_trains_only_adapters_against_the_adapter_off_reference(tiny_janus, tmp_path):
-    cfg = TrainConfig(
-        model=str(tiny_janus),
-        output_dir=str(tmp_path / "lora"),
-        steps=2,
+    cfg = _cfg(
+        tmp_path,
+        "lora",
+        tiny_janus,
         prompts_per_step=1,
         group_size=4,
         lr=1e-2,
@@ -112,7 +112,6 @@ def test_lora_trains_only_adapters_against_the_adapter_off_reference(tiny_janus,
         lora={"r": 4, "alpha": 8, "target_modules": ["q_proj", "v_proj"]},
         generation=dict(JANUS_GEN),
         checkpoint_every=1,
-        save_final=False,
     )
     trainer = GRPOTrainer(cfg, reward=_text_length)
     names = [n for n, p in trainer.model.named_parameters() if p.requires_grad]
@@ -147,7 +146,7 @@ def test_dynamic_sampling_drops_groups_without_spread_and_refills(tiny_text, tmp
             for s, p in zip(samples, preds, strict=True)
         ]
 
-    cfg = _text_cfg(tmp_path, "dyn", tiny_text, steps=3, dynamic_sampling=True)
+    cfg = _cfg(tmp_path, "dyn", tiny_text, steps=3, dynamic_sampling=True)
     records = read_log(GRPOTrainer(cfg, reward=reward, samples=_samples()).train().log_path)
     assert sum(r["groups_dropped"] for r in records) > 0
     assert any(r["sampling_rounds"] > 1 for r in records)
@@ -155,19 +154,19 @@ def test_dynamic_sampling_drops_groups_without_spread_and_refills(tiny_text, tmp
         groups = [r["rewards"][i : i + 3] for i in range(0, len(r["rewards"]), 3)]
         assert len(groups) == 2 and all(max(g) > min(g) for g in groups)
         assert r["frac_zero_spread"] == 0.0
-    plain = _text_cfg(tmp_path, "plain", tiny_text, steps=3)
+    plain = _cfg(tmp_path, "plain", tiny_text, steps=3)
     rec = read_log(GRPOTrainer(plain, reward=reward, samples=_samples()).train().log_path)
     assert all(r["groups_dropped"] == 0 for r in rec)
     assert any(r["frac_zero_spread"] > 0 for r in rec)
 
 
 def test_recipe_rewards_make_a_hybrid_with_per_component_logs(tiny_janus, tmp_path):
-    cfg = TrainConfig(
-        model=str(tiny_janus),
-        output_dir=str(tmp_path / "hyb"),
+    cfg = _cfg(
+        tmp_path,
+        "hyb",
+        tiny_janus,
         steps=1,
         prompts_per_step=1,
-        group_size=3,
         rewards=[
             {
                 "protocol": "structure",
@@ -183,7 +182,6 @@ def test_recipe_rewards_make_a_hybrid_with_per_component_logs(tiny_janus, tmp_pa
             },
         ],
         generation=dict(JANUS_GEN),
-        save_final=False,
     )
     rec = read_log(GRPOTrainer(cfg).train().log_path)[0]
     for name in ("format", "text_only", "total"):
@@ -196,7 +194,7 @@ def test_recipe_rewards_make_a_hybrid_with_per_component_logs(tiny_janus, tmp_pa
 
 
 def test_quantization_without_cuda_is_a_clear_error(tiny_text, tmp_path):
-    cfg = _text_cfg(tmp_path, "q", tiny_text, quantization="4bit", lora={"r": 4})
+    cfg = _cfg(tmp_path, "q", tiny_text, quantization="4bit", lora={"r": 4})
     with pytest.raises(ValueError, match="needs a CUDA device"):
         GRPOTrainer(cfg, reward=_distinct_words, samples=_samples())
 
@@ -219,19 +217,7 @@ def test_two_processes_train_like_one(tiny_janus, tmp_path):
     script.write_text(WORKER)
 
     def cfg(name: str) -> str:
-        return json.dumps(
-            dict(
-                model=str(tiny_janus),
-                output_dir=str(tmp_path / name),
-                steps=2,
-                prompts_per_step=2,
-                group_size=3,
-                lr=1e-2,
-                beta=0.04,
-                generation=dict(JANUS_GEN),
-                save_final=False,
-            )
-        )
+        return json.dumps(asdict(_cfg(tmp_path, name, tiny_janus, lr=1e-2, generation=JANUS_GEN)))
 
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     one = subprocess.run(
@@ -296,14 +282,16 @@ def test_a_step_whose_rollouts_all_fail_is_logged_not_fatal(tiny_janus, tmp_path
         raise RuntimeError("decoder exploded")
 
     monkeypatch.setattr(ro, "_decode_janus", broken)
-    cfg = TrainConfig(
-        model=str(tiny_janus),
-        output_dir=str(tmp_path / "fail"),
+    cfg = _cfg(
+        tmp_path,
+        "fail",
+        tiny_janus,
         steps=1,
         prompts_per_step=1,
         group_size=2,
+        lr=2e-3,
+        beta=0.04,
         generation=dict(JANUS_GEN),
-        save_final=False,
     )
     trainer = GRPOTrainer(cfg)
     before = {n: p.detach().clone() for n, p in trainer.model.named_parameters()}

@@ -294,3 +294,12 @@ def test_cli_warmup_runs_a_tiny_recipe(tiny_janus, tmp_path):
         f"model={tiny_janus}",
     )
     assert r.exit_code == 2 and "video" in r.stderr
+
+
+def test_a_text_only_model_is_refused_with_a_clear_error(tiny_text, tmp_path):
+    from interleave_bench.models.base import ModelError
+    from interleave_bench.train.warmup import WarmupConfig, WarmupTrainer
+
+    cfg = WarmupConfig(model=str(tiny_text), output_dir=str(tmp_path / "w"), steps=1)
+    with pytest.raises(ModelError, match="needs a Janus or Emu3 model, not a 'text' one"):
+        WarmupTrainer(cfg)

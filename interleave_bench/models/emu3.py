@@ -48,9 +48,9 @@ from .emu3_grammar import (
 from .sampling import (
     allowed_logprobs,
     cache_kwarg,
+    load_pretrained,
     output_cache,
     resolve_device,
-    resolve_dtype,
     sample_token,
 )
 
@@ -180,10 +180,9 @@ class Emu3Adapter:
         self.model_id = str(path)
         self.device = resolve_device(device)
         self.processor = Emu3Processor.from_pretrained(path)
-        model = Emu3ForConditionalGeneration.from_pretrained(
-            path, dtype=resolve_dtype(dtype, self.device), **(load_kwargs or {})
+        self.model = load_pretrained(
+            Emu3ForConditionalGeneration, path, self.device, dtype, load_kwargs
         )
-        self.model = (model if load_kwargs else model.to(self.device)).eval()
         self.vocab = Emu3Vocab.from_model(self.model, self.processor)
         self.negative_prompt = negative_prompt
         self.use_chat_template = use_chat_template and bool(self.processor.chat_template)

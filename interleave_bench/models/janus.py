@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Any
 from ..media import ImageStore, load_ref
 from ..types import Interleaved, Segment
 from .base import DecodeTrace, GenerationOutput, GenerationSettings, generate_each
-from .sampling import cache_kwarg, output_cache, resolve_device, resolve_dtype, sample_token
+from .sampling import cache_kwarg, load_pretrained, output_cache, resolve_device, sample_token
 
 if TYPE_CHECKING:
     import torch
@@ -330,15 +330,12 @@ class JanusAdapter:
         model_id: str | None = None,
         load_kwargs: dict[str, Any] | None = None,
     ) -> None:
-        """``load_kwargs`` go to ``from_pretrained`` (a quantization config and ``device_map``
-        for QLoRA); the model is then left where they put it."""
         from transformers import JanusForConditionalGeneration, JanusProcessor
 
         self.device = str(resolve_device(device))
-        model = JanusForConditionalGeneration.from_pretrained(
-            str(path), dtype=resolve_dtype(dtype, self.device), **(load_kwargs or {})
+        self.model = load_pretrained(
+            JanusForConditionalGeneration, path, self.device, dtype, load_kwargs
         )
-        self.model = (model if load_kwargs else model.to(self.device)).eval()
         self.processor = JanusProcessor.from_pretrained(str(path))
         self.model_id = model_id or str(path)
 

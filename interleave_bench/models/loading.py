@@ -60,9 +60,11 @@ def load_adapter(
     dtype: str | None = None,
     data: Any = None,
     pipeline: dict[str, Any] | None = None,
+    load_kwargs: dict[str, Any] | None = None,
 ) -> Any:
     """``data`` (the loaded benchmark) pairs replayed outputs with samples; ``pipeline`` holds
-    the integrated pipeline's options (chat endpoint, image generator)."""
+    the integrated pipeline's options (chat endpoint, image generator); ``load_kwargs`` go to a
+    transformers model's ``from_pretrained`` (QLoRA's quantization config)."""
     if model_type == "replay":
         from .replay import ReplayAdapter
 
@@ -74,14 +76,14 @@ def load_adapter(
     if family == "janus":
         from .janus import JanusAdapter
 
-        return JanusAdapter(str(path), device=device, dtype=dtype)
+        return JanusAdapter(str(path), device=device, dtype=dtype, load_kwargs=load_kwargs)
     if family == "text":
         from .text_lm import TextLMAdapter
 
-        return TextLMAdapter(str(path), device=device, dtype=dtype)
+        return TextLMAdapter(str(path), device=device, dtype=dtype, load_kwargs=load_kwargs)
     from .emu3 import Emu3Adapter
 
-    return Emu3Adapter(str(path), device=device, dtype=dtype)
+    return Emu3Adapter(str(path), device=device, dtype=dtype, load_kwargs=load_kwargs)
 
 
 def _pipeline(chat_model: str, opts: dict[str, Any]) -> Any:

@@ -81,3 +81,15 @@ def output_cache(out: Any) -> Any:
     """The KV cache a forward returned, under either name."""
     cache = getattr(out, "cache", None)
     return cache if cache is not None else getattr(out, "past_key_values", None)
+
+
+def load_pretrained(
+    cls: Any, path: Any, device: Any, dtype: Any, load_kwargs: dict[str, Any] | None
+) -> Any:
+    """``cls.from_pretrained`` at the resolved dtype, moved to ``device`` and in eval mode.
+    ``load_kwargs`` (a quantization config and ``device_map`` for QLoRA) go to
+    ``from_pretrained``, which then decides placement, so the model is not moved."""
+    model = cls.from_pretrained(
+        str(path), dtype=resolve_dtype(dtype, device), **(load_kwargs or {})
+    )
+    return (model if load_kwargs else model.to(device)).eval()

@@ -19,7 +19,7 @@ from typing import Any
 from ..media import ImageStore
 from ..types import Interleaved, Segment
 from .base import DecodeTrace, GenerationOutput, GenerationSettings
-from .sampling import resolve_device, resolve_dtype
+from .sampling import load_pretrained, resolve_device
 
 
 def prompt_text(prompt: Interleaved) -> str:
@@ -44,11 +44,7 @@ class TextLMAdapter:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         self.device = str(resolve_device(device))
-        model = AutoModelForCausalLM.from_pretrained(
-            str(path), dtype=resolve_dtype(dtype, self.device), **(load_kwargs or {})
-        )
-        self.model = model if load_kwargs else model.to(self.device)
-        self.model.eval()
+        self.model = load_pretrained(AutoModelForCausalLM, path, self.device, dtype, load_kwargs)
         self.processor = AutoTokenizer.from_pretrained(str(path), padding_side="left")
         if self.processor.pad_token is None:
             self.processor.pad_token = self.processor.eos_token

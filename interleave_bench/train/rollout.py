@@ -110,52 +110,66 @@ def rollout(
     The text family decodes the whole step in one batched ``generate`` seeded from ``seed``
     (rollouts then depend on the batch, not on ``(prompt, g)`` alone).
     """
-    import torch
-
     adapter = _unwrap(adapter_or_model, processor)
     model = adapter.model
     if group_size < 1:
         raise ValueError(f"group_size must be >= 1, got {group_size}")
     if settings.temperature <= 0 and group_size > 1:
         raise ValueError("rollouts need temperature > 0 (greedy answers of a group are identical)")
-    if getattr(adapter, "family", "") == "text":
-        return _rollout_text(adapter, prompts, settings, group_size, seed, prompt_offset)
-    decode = _decode_emu3 if getattr(adapter, "family", "") == "emu3" else _decode_janus
     was_training = model.training
-    model.eval()
-    out: list[Rollout] = []
+    model.eval()  # sampling without dropout, whatever mode training left the model in
     try:
-        for i, prompt in enumerate(prompts):
-            inputs = (
-                adapter.prompt_inputs(prompt, store)
-                if decode is _decode_emu3
-                else build_prompt_inputs(adapter.processor, prompt, store)
-            )
-            for g in range(group_size):
-                s = rollout_seed(seed, prompt_offset + i, g)
-                gen = torch.Generator(device=model.device).manual_seed(s)
-                start = time.perf_counter()
-                try:
-                    answer, trace, sampled = decode(adapter, inputs, settings, gen, store)
-                except Exception as e:  # one failing answer must not lose the step
-                    out.append(
-                        Rollout(
-                            i,
-                            prompt,
-                            inputs,
-                            Interleaved(),
-                            DecodeTrace(cond_logprobs=[]),
-                            s,
-                            time.perf_counter() - start,
-                            f"{type(e).__name__}: {e}",
-                            [],
-                        )
-                    )
-                    continue
-                elapsed = time.perf_counter() - start
-                out.append(Rollout(i, prompt, inputs, answer, trace, s, elapsed, None, sampled))
+        if getattr(adapter, "family", "") == "text":
+            return _rollout_text(adapter, prompts, settings, group_size, seed, prompt_offset)
+        return _rollout_unified(adapter, prompts, settings, group_size, store, seed, prompt_offset)
     finally:
         model.train(was_training)
+
+
+def _rollout_unified(
+    adapter: Any,
+    prompts: Sequence[Interleaved],
+    settings: GenerationSettings,
+    group_size: int,
+    store: ImageStore,
+    seed: int,
+    prompt_offset: int,
+) -> list[Rollout]:
+    """Janus / Emu3: one answer at a time through the family's decode loop, each with its own
+    seeded generator."""
+    import torch
+
+    decode = _decode_emu3 if getattr(adapter, "family", "") == "emu3" else _decode_janus
+    out: list[Rollout] = []
+    for i, prompt in enumerate(prompts):
+        inputs = (
+            adapter.prompt_inputs(prompt, store)
+            if decode is _decode_emu3
+            else build_prompt_inputs(adapter.processor, prompt, store)
+        )
+        for g in range(group_size):
+            s = rollout_seed(seed, prompt_offset + i, g)
+            gen = torch.Generator(device=adapter.model.device).manual_seed(s)
+            start = time.perf_counter()
+            try:
+                answer, trace, sampled = decode(adapter, inputs, settings, gen, store)
+            except Exception as e:  # one failing answer must not lose the step
+                out.append(
+                    Rollout(
+                        i,
+                        prompt,
+                        inputs,
+                        Interleaved(),
+                        DecodeTrace(cond_logprobs=[]),
+                        s,
+                        time.perf_counter() - start,
+                        f"{type(e).__name__}: {e}",
+                        [],
+                    )
+                )
+                continue
+            elapsed = time.perf_counter() - start
+            out.append(Rollout(i, prompt, inputs, answer, trace, s, elapsed, None, sampled))
     return out
 
 
@@ -168,16 +182,10 @@ def _rollout_text(
     prompt_offset: int,
 ) -> list[Rollout]:
     """All ``len(prompts) * group_size`` answers of a text LM in one batched ``generate``."""
-    model = adapter.model
-    was_training = model.training
-    model.eval()
     repeated = [p for p in prompts for _ in range(group_size)]
     start = time.perf_counter()
-    try:
-        inputs = adapter.encode(repeated)
-        traces = adapter.decode_batch(inputs, settings, rollout_seed(seed, prompt_offset, 0))
-    finally:
-        model.train(was_training)
+    inputs = adapter.encode(repeated)
+    traces = adapter.decode_batch(inputs, settings, rollout_seed(seed, prompt_offset, 0))
     each = (time.perf_counter() - start) / max(len(repeated), 1)
     out = []
     for k, (prompt, tr) in enumerate(zip(repeated, traces, strict=True)):

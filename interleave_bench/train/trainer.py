@@ -31,7 +31,7 @@ from typing import Any
 import torch
 
 from ..media import ImageStore
-from ..models.base import detect_family
+from ..models.loading import load_adapter
 from ..models.prompts import build_prompt
 from ..scorers.structure import StructureScorer, structure_of
 from ..types import Sample
@@ -60,19 +60,8 @@ class TrainResult:
 
 def load_policy(cfg: TrainConfig, device: str) -> Any:
     """The adapter of ``cfg.model``'s family (Janus, Emu3 or a text LM), quantized if asked."""
-    family = detect_family(cfg.model)
     kwargs = quantization_kwargs(cfg.quantization, device, cfg.lora is not None)
-    if family == "emu3":
-        from ..models.emu3 import Emu3Adapter
-
-        return Emu3Adapter(cfg.model, device=device, dtype=cfg.dtype, load_kwargs=kwargs)
-    if family == "text":
-        from ..models.text_lm import TextLMAdapter
-
-        return TextLMAdapter(cfg.model, device=device, dtype=cfg.dtype, load_kwargs=kwargs)
-    from ..models.janus import JanusAdapter
-
-    return JanusAdapter(cfg.model, device=device, dtype=cfg.dtype, load_kwargs=kwargs)
+    return load_adapter(cfg.model, device=device, dtype=cfg.dtype, load_kwargs=kwargs)
 
 
 class GRPOTrainer:

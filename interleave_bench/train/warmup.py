@@ -35,8 +35,9 @@ import torch
 import torch.nn.functional as F
 
 from ..media import load_ref
-from ..models.base import GenerationSettings, detect_family
-from ..models.janus import JanusAdapter, build_prompt_inputs, embed_generated, janus_token_ids
+from ..models.base import GenerationSettings, ModelError
+from ..models.janus import build_prompt_inputs, embed_generated, janus_token_ids
+from ..models.loading import load_adapter
 from ..models.prompts import build_prompt, load_templates
 from ..types import ImageRef, Interleaved, Sample
 from .checkpoints import checkpoint_dir, latest_checkpoint, load_state, read_log, save_state
@@ -252,15 +253,17 @@ class WarmupTrainer:
             {k: len(v) for k, v in self.by_kind.items()}, config.mix, config.seed
         )
         self.templates = load_templates(config.templates)
-        self.family_name = detect_family(config.model)
+        adapter = load_adapter(config.model, device=config.device, dtype=config.dtype)
+        self.family_name = adapter.family
         if self.family_name == "emu3":
-            from ..models.emu3 import Emu3Adapter
-
-            adapter: Any = Emu3Adapter(config.model, device=config.device, dtype=config.dtype)
             self.family: _Family = _Emu3(adapter, config.settings())
-        else:
-            adapter = JanusAdapter(config.model, device=config.device, dtype=config.dtype)
+        elif self.family_name == "janus":
             self.family = _Janus(adapter)
+        else:
+            raise ModelError(
+                f"{config.model}: warm-up trains image tokens; it needs a Janus or Emu3 model, "
+                f"not a {self.family_name!r} one"
+            )
         self.adapter, self.model = adapter, adapter.model
         self.model.requires_grad_(True)
         self.model.model.vqmodel.requires_grad_(False).eval()  # targets come from a frozen VQ
