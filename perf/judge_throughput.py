@@ -29,7 +29,7 @@ sys.path.insert(0, str(ROOT))
 
 from interleave_bench.judges.cache import JudgmentCache  # noqa: E402
 from interleave_bench.judges.client import JudgeConfig, OpenAIJudge  # noqa: E402
-from interleave_bench.judges.engine import JudgeEngine  # noqa: E402
+from interleave_bench.judges.engine import JudgeEngine, in_window  # noqa: E402
 from interleave_bench.judges.request import JudgeRequest, Part  # noqa: E402
 
 # The stand-in for a remote endpoint runs in its own process and answers with a minimal HTTP/1.1
@@ -119,8 +119,9 @@ def requests(n: int, tag: str) -> list[JudgeRequest]:
 
 async def run_batch(engine: JudgeEngine, reqs: list[JudgeRequest]) -> list:
     try:
-        return await asyncio.gather(
-            *(engine.ask(r, protocol="perf", template_sha256="t") for r in reqs)
+        # as a scorer runs its judge jobs: a window of them started at once (Scorer.gather)
+        return await in_window(
+            (engine.ask(r, protocol="perf", template_sha256="t") for r in reqs), engine.window
         )
     finally:
         await engine.aclose()

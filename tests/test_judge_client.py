@@ -4,7 +4,7 @@ import asyncio
 import time
 
 import pytest
-from fake_openai import FakeOpenAI, Reply
+from fake_openai import FakeOpenAI, Reply, user_text
 
 from interleave_bench.judges.client import JudgeConfig, JudgeUnavailable, OpenAIJudge
 from interleave_bench.judges.request import JudgeRequest, Part
@@ -212,7 +212,7 @@ def test_sdk_full_post_path_when_the_sdk_has_request_hooks(monkeypatch, transpor
         pytest.skip("SDK only")
     from interleave_bench.judges import transport as tr
 
-    monkeypatch.setattr(tr._PrebuiltSDKRequest, "usable", staticmethod(lambda client: False))
+    monkeypatch.setattr(tr, "sdk_request_is_fixed", lambda client: False)
     with FakeOpenAI(scripted(Reply(status=429), Reply(), Reply(status=400))) as server:
         j = judge(server)
         ok, bad = run(j.complete(REQ)), run(j.complete(REQ))
@@ -243,3 +243,50 @@ def test_cache_writes_inside_a_loop_are_batched_and_flushed_on_close(tmp_path):
         again = run(go())
     assert all(r.cached for r in again) and engine.stats.calls == 5
     assert sqlite3.connect(path).execute("SELECT COUNT(*) FROM replies").fetchone()[0] == 5
+
+
+def test_sdk_decides_url_and_headers(monkeypatch, transport):
+    """The default transport sends what ``AsyncOpenAI`` would: its base URL from
+    ``OPENAI_BASE_URL`` when none is given, its SDK headers, organisation and project headers."""
+    if transport != "sdk":
+        pytest.skip("SDK only")
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-secret-0123456789")
+    monkeypatch.setenv("OPENAI_ORG_ID", "org-test")
+    monkeypatch.setenv("OPENAI_PROJECT_ID", "proj-test")
+    with FakeOpenAI() as server:
+        monkeypatch.setenv("OPENAI_BASE_URL", server.url)
+        r = run(judge(server, base_url=None).complete(REQ))
+    assert r.status == "ok"
+    sent = server.headers[0]
+    assert sent["authorization"] == "Bearer sk-test-secret-0123456789"
+    assert sent["openai-organization"] == "org-test" and sent["openai-project"] == "proj-test"
+    assert sent["user-agent"].startswith("AsyncOpenAI/Python") and "x-stainless-lang" in sent
+    assert sent["content-type"] == "application/json"
+
+
+def test_one_tls_context_per_process():
+    from interleave_bench.judges.transport import tls_context
+
+    assert tls_context() is tls_context()
+
+
+def test_many_requests_keep_order_and_leave_no_slot_held(transport):
+    """A burst larger than the concurrency: every reply reaches its own request, and the
+    semaphore is whole again afterwards (the yields after a reply must not leak a slot)."""
+
+    def echo(body):
+        return Reply(content=f"### Score\n{user_text(body).split()[-1]}")
+
+    reqs = [JudgeRequest((Part.of_text(f"item {i}"),), max_tokens=8) for i in range(40)]
+    with FakeOpenAI(echo) as server:
+        j = judge(server, concurrency=4)
+
+        async def go():
+            out = await asyncio.gather(*(j.complete(r) for r in reqs))
+            free = j._slots._value
+            await j.aclose()
+            return out, free
+
+        replies, free = run(go())
+    assert [r.text.split()[-1] for r in replies] == [str(i) for i in range(40)]
+    assert free == 4

@@ -123,6 +123,11 @@ class OpenAIJudge:
         self._seed_ok = True
         self._started = time.monotonic()
 
+    @property
+    def parallelism(self) -> int:
+        """Requests in flight at once (the engine sizes its window of started jobs from it)."""
+        return self.config.concurrency
+
     # ------------------------------------------------------------------------------ helpers
     def redact(self, text: str) -> str:
         return text.replace(self._key, "***") if self._key and len(self._key) >= 4 else text
@@ -210,6 +215,11 @@ class OpenAIJudge:
                     seconds=time.monotonic() - t0,
                 )
             else:
+                # The slot is free and its waiter woken; two yields let every request woken this
+                # turn leave before any reply is post-processed (parsing, cache, the scorer), so a
+                # burst of replies sends its follow-up requests first.
+                await asyncio.sleep(0)
+                await asyncio.sleep(0)
                 return self._reply(resp, attempts, time.monotonic() - t0)
             if attempts > self.config.max_retries:
                 return JudgeReply(

@@ -6,11 +6,44 @@ sent, cache hits, errors, tokens and cost.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import asyncio
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import asdict, dataclass
+from typing import Any, TypeVar
 
 from .cache import JudgmentCache
 from .request import JudgeBackend, JudgeReply, JudgeRequest, cache_key
+
+T = TypeVar("T")
+
+
+async def in_window(jobs: Iterable[Awaitable[T]], window: int) -> list[T]:
+    """Await ``jobs`` with at most ``window`` of them started at once; results in job order.
+
+    A job not yet started has not built its request either (images read and base64-encoded), so
+    memory stays bounded on large benchmarks and the first requests leave at once instead of after
+    every job's preparation. The first exception cancels the rest and is raised.
+    """
+    pending = list(jobs)
+    results: list[Any] = [None] * len(pending)
+    queue = iter(enumerate(pending))
+
+    async def worker() -> None:
+        for i, job in queue:
+            results[i] = await job
+
+    workers = [asyncio.ensure_future(worker()) for _ in range(min(max(1, window), len(pending)))]
+    try:
+        await asyncio.gather(*workers)
+    except BaseException:
+        for w in workers:
+            w.cancel()
+        for _, job in queue:  # never started: close them so nothing warns
+            close = getattr(job, "close", None)
+            if close is not None:
+                close()
+        raise
+    return results
 
 
 @dataclass
@@ -42,6 +75,12 @@ class JudgeEngine:
     @property
     def model(self) -> str:
         return self.backend.model
+
+    @property
+    def window(self) -> int:
+        """How many judge jobs a scorer keeps started: twice what the backend runs at once, so a
+        prepared request is waiting whenever a slot frees."""
+        return 2 * max(1, int(getattr(self.backend, "parallelism", 16)))
 
     async def ask(
         self, request: JudgeRequest, *, protocol: str, template_sha256: str

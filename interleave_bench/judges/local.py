@@ -246,6 +246,11 @@ class LocalJudge:
         ids = eos if isinstance(eos, list | tuple) else [eos]
         return {int(i) for i in ids if i is not None}
 
+    @property
+    def parallelism(self) -> int:
+        """Requests answered at once: one batch."""
+        return self.max_batch
+
     # -- the JudgeBackend protocol ---------------------------------------------------------------
 
     async def complete(self, request: JudgeRequest) -> JudgeReply:

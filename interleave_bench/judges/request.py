@@ -93,6 +93,8 @@ class JudgeBackend(Protocol):
     """Anything that answers JudgeRequests: the OpenAI-compatible client or an in-process model."""
 
     model: str
+    #: requests answered at once (an engine keeps twice that many jobs started)
+    parallelism: int
 
     async def complete(self, request: JudgeRequest) -> JudgeReply: ...
 

@@ -1,13 +1,17 @@
-"""How a chat-completion request travels: through the ``openai`` SDK (the default: every auth and
-proxy setting the SDK knows), or a lean ``aiohttp`` POST for plain OpenAI-compatible servers
-(vLLM, SGLang). Both take the JSON body as bytes and report outcomes the same way, so the retry
-policy lives once, in the client.
+"""How a chat-completion request travels. The default ``sdk`` transport lets ``openai.AsyncOpenAI``
+decide everything about the request (base URL and ``OPENAI_BASE_URL``, auth, organisation and
+project headers, SDK headers) and sends the bytes over aiohttp, the SDK's own ``[aiohttp]``
+backend; where the SDK has per-request hooks it takes the SDK's full ``post``. ``aiohttp`` is a lean
+POST with a bearer token for plain OpenAI-compatible servers (vLLM, SGLang). All paths take the JSON
+body as bytes and report outcomes the same way, so the retry policy lives once, in the client.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
+import ssl
 from typing import Any
 
 TRANSPORTS = ("sdk", "aiohttp")
@@ -60,124 +64,30 @@ def _json_or_none(body: bytes) -> Any:
         return None
 
 
-class _PrebuiltSDKRequest:
-    """The SDK's own chat-completion request (URL, auth and default headers, timeouts), built once
-    by ``AsyncOpenAI._build_request`` and re-sent with each body through the SDK's HTTP client;
-    status errors go through the SDK's own error mapping.
+@functools.cache
+def tls_context() -> ssl.SSLContext:
+    """One verified TLS context per process, made the way the SDK makes its own (CA bundle,
+    ``SSL_CERT_FILE``): loading the bundle costs ~50 ms, and a judge opens clients per event loop."""
+    try:
+        import httpx2
 
-    Per-request option models, header merging and URL parsing cost ~0.7 ms of CPU per call, as
-    much as the HTTP exchange itself, and nothing in them varies between judge calls.
-    """
-
-    def __init__(self, client: Any) -> None:
-        import openai
-        from openai._httpx2 import request_exceptions, timeout_exceptions
-        from openai._models import FinalRequestOptions
-
-        self._client = client
-        self._http = client._client
-        self._openai = openai
-        self._timeout_errors = timeout_exceptions()
-        self._request_errors = request_exceptions()
-        opts = FinalRequestOptions.construct(method="post", url=_PATH, json_data={})
-        template = client._build_request(opts)
-        self._cls = type(template)
-        self._url = template.url
-        self._headers = template.headers
-        self._headers.pop("content-length", None)
-        self._encoding = self._headers.encoding
-        self._extensions = dict(template.extensions)
-        self._default_timeout = client.timeout
-
-    @staticmethod
-    def usable(client: Any) -> bool:
-        """Only where the SDK has no per-request hook to run (providers, workload identity, key
-        callbacks, custom auth, idempotency keys); anything else takes the SDK's full ``post``."""
-        try:
-            from openai._httpx2 import request_exceptions, timeout_exceptions  # noqa: F401
-            from openai._models import FinalRequestOptions  # noqa: F401
-        except ImportError:
-            return False
-        needed = ("_build_request", "_client", "_make_status_error_from_response")
-        if not all(hasattr(client, name) for name in needed):
-            return False
-        hooks = ("_provider_runtime", "_workload_identity_auth", "_api_key_provider")
-        if any(getattr(client, name, None) is not None for name in hooks):
-            return False
-        return client.custom_auth is None and not getattr(client, "_idempotency_header", None)
-
-    async def post(self, body: bytes, timeout: float) -> Any:
-        ext = self._extensions
-        if timeout != self._default_timeout:
-            ext = {**ext, "timeout": dict.fromkeys(("connect", "read", "write", "pool"), timeout)}
-        request = self._cls("POST", self._url, headers=self._headers, content=body, extensions=ext)
-        request.headers.encoding = self._encoding  # known: skips re-detecting it per request
-        try:
-            response = await self._http.send(request)
-        except self._timeout_errors as e:
-            raise self._openai.APITimeoutError(request=request) from e
-        except self._request_errors as e:
-            raise self._openai.APIConnectionError(request=request) from e
-        if not response.is_success:
-            raise self._client._make_status_error_from_response(response)
-        return _json_or_none(response.content)
+        return httpx2.create_ssl_context()
+    except ImportError:  # an SDK before httpx2
+        return ssl.create_default_context()
 
 
-class SDKTransport:
-    """``openai.AsyncOpenAI`` with its own retries off (ours are the policy); its typed request
-    transform and response models are skipped: they cost more CPU than the call."""
+class _Poster:
+    """POSTs JSON bodies to one URL with fixed headers over one aiohttp session (no connection
+    limit: the client's concurrency is the limit)."""
 
-    def __init__(self, base_url: str | None, api_key: str, timeout: float) -> None:
-        import openai
-
-        self._openai = openai
-        http_client = None
-        try:  # aiohttp under the SDK roughly halves its CPU per call when installed
-            import aiohttp  # noqa: F401
-
-            http_client = openai.DefaultAioHttpClient()
-        except ImportError:
-            pass
-        self._client = openai.AsyncOpenAI(
-            base_url=base_url,
-            api_key=api_key or "EMPTY",
-            max_retries=0,
-            timeout=timeout,
-            http_client=http_client,
-        )
-        self._prebuilt: _PrebuiltSDKRequest | None = None
-        self._fast = _PrebuiltSDKRequest.usable(self._client)
-
-    async def post(self, body: bytes, timeout: float) -> Any:
-        try:
-            if self._fast:
-                if self._prebuilt is None:  # in the loop: the SDK's headers name the async library
-                    self._prebuilt = _PrebuiltSDKRequest(self._client)
-                return await self._prebuilt.post(body, timeout)
-            return await self._client.post(
-                _PATH, cast_to=object, content=body, options={"timeout": timeout}
-            )
-        except self._openai.OpenAIError as e:
-            raise from_sdk_error(e) from None
-
-    async def aclose(self) -> None:
-        await self._client.close()
-
-
-class AiohttpTransport:
-    """A plain JSON POST to ``{base_url}/chat/completions`` with a bearer token."""
-
-    def __init__(self, base_url: str | None, api_key: str, timeout: float) -> None:
+    def __init__(self, url: str, headers: dict[str, str]) -> None:
         import aiohttp
+        import yarl
 
         self._aiohttp = aiohttp
-        base = (base_url or "https://api.openai.com/v1").rstrip("/")
-        self._url = f"{base}{_PATH}"
-        headers = {"Content-Type": "application/json"}
-        if api_key:
-            headers["Authorization"] = f"Bearer {api_key}"
+        self._url = yarl.URL(url)  # parsed once, not on every request
         self._session = aiohttp.ClientSession(
-            headers=headers, connector=aiohttp.TCPConnector(limit=0)
+            headers=headers, connector=aiohttp.TCPConnector(limit=0, ssl=tls_context())
         )
         self._timeouts: dict[float, Any] = {}
 
@@ -206,6 +116,82 @@ class AiohttpTransport:
 
     async def aclose(self) -> None:
         await self._session.close()
+
+
+def sdk_request_is_fixed(client: Any) -> bool:
+    """True where every chat-completion request of this SDK client has the same URL and headers:
+    no per-request hook (providers, workload identity, key callbacks, custom auth, idempotency
+    keys). Only then may the request be built once."""
+    try:
+        from openai._models import FinalRequestOptions  # noqa: F401
+    except ImportError:
+        return False
+    if not hasattr(client, "_build_request"):
+        return False
+    hooks = ("_provider_runtime", "_workload_identity_auth", "_api_key_provider")
+    if any(getattr(client, name, None) is not None for name in hooks):
+        return False
+    return client.custom_auth is None and not getattr(client, "_idempotency_header", None)
+
+
+def sdk_request_template(client: Any) -> tuple[str, dict[str, str]]:
+    """The URL and headers ``AsyncOpenAI`` puts on a chat-completion request, built by the SDK
+    itself (call it inside the event loop: the headers name the async library)."""
+    from openai._models import FinalRequestOptions
+
+    request = client._build_request(
+        FinalRequestOptions.construct(method="post", url=_PATH, json_data={})
+    )
+    headers = {k: v for k, v in request.headers.items() if k.lower() != "content-length"}
+    return str(request.url), headers
+
+
+class SDKTransport:
+    """``openai.AsyncOpenAI`` with its own retries off (ours are the policy). Its typed request
+    transform, response models and the httpx layer are skipped where the request is fixed: per
+    call they cost more CPU than the HTTP exchange, which on a busy judge run is the bottleneck."""
+
+    def __init__(self, base_url: str | None, api_key: str, timeout: float) -> None:
+        import openai
+
+        self._openai = openai
+        self._client = openai.AsyncOpenAI(
+            base_url=base_url,
+            api_key=api_key or "EMPTY",
+            max_retries=0,
+            timeout=timeout,
+            http_client=openai.DefaultAioHttpClient(verify=tls_context()),
+        )
+        self._fast = sdk_request_is_fixed(self._client)
+        self._poster: _Poster | None = None
+
+    async def post(self, body: bytes, timeout: float) -> Any:
+        if self._fast:
+            if self._poster is None:
+                self._poster = _Poster(*sdk_request_template(self._client))
+            return await self._poster.post(body, timeout)
+        try:
+            return await self._client.post(
+                _PATH, cast_to=object, content=body, options={"timeout": timeout}
+            )
+        except self._openai.OpenAIError as e:
+            raise from_sdk_error(e) from None
+
+    async def aclose(self) -> None:
+        if self._poster is not None:
+            await self._poster.aclose()
+        await self._client.close()
+
+
+class AiohttpTransport(_Poster):
+    """A plain JSON POST to ``{base_url}/chat/completions`` with a bearer token."""
+
+    def __init__(self, base_url: str | None, api_key: str, timeout: float) -> None:
+        base = (base_url or "https://api.openai.com/v1").rstrip("/")
+        headers = {"Content-Type": "application/json"}
+        if api_key:
+            headers["Authorization"] = f"Bearer {api_key}"
+        super().__init__(f"{base}{_PATH}", headers)
 
 
 def make_transport(kind: str, base_url: str | None, api_key: str, timeout: float) -> Any:

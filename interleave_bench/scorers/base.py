@@ -13,9 +13,11 @@ from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
 from typing import Any, TypeVar
 
+from ..judges.engine import in_window
 from ..types import Judgment, Prediction, Sample
 
 T = TypeVar("T")
+DEFAULT_WINDOW = 64  # jobs started at once by a scorer without a judge engine
 
 
 def run_sync(coro: Coroutine[Any, Any, T]) -> T:
@@ -84,7 +86,8 @@ class Scorer(ABC):
 
     # helpers for subclasses ------------------------------------------------------------------
     async def gather(self, jobs: Iterable[Awaitable[Judgment]]) -> list[Judgment]:
-        """Run judgment coroutines concurrently, in order, reporting each one as it finishes."""
+        """Run judgment coroutines concurrently (a bounded window of them: see ``in_window``),
+        results in order, reporting each one as it finishes."""
 
         async def report(job: Awaitable[Judgment]) -> Judgment:
             judgment = await job
@@ -92,7 +95,9 @@ class Scorer(ABC):
                 self.on_judgment(judgment)
             return judgment
 
-        return list(await asyncio.gather(*(report(j) for j in jobs)))
+        engine = getattr(self, "engine", None)
+        window = engine.window if engine is not None else DEFAULT_WINDOW
+        return await in_window((report(j) for j in jobs), window)
 
     def ok(
         self,
