@@ -6,9 +6,12 @@ Runs a scripted stand-in server in its own process on 127.0.0.1, then measures i
   2. the same with 10% of replies answered 429 (with ``retry-after-ms: 50``), retried by our policy;
   3. a rerun of (1) served from the cache: requests sent and seconds;
   4. the official scorers' approach: a sequential loop (one request at a time).
+(1) and (2) run --repeat times (default 3): every run is printed, the targets are judged on the
+median (this is a noisy shared machine; one run can land several points either side).
 Targets (issue 3): (1) >= 85% of ideal, (2) >= 60%, (3) no request and < 2 s.
 
     python perf/judge_throughput.py [--n 2000] [--latency 0.05] [--concurrency 64] [--seq-n 200]
+                                    [--repeat 3] [--transports sdk,aiohttp]
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import argparse
 import asyncio
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -165,6 +169,16 @@ def measure(
     return time.perf_counter() - t0, engine
 
 
+def with_server(latency: float, p429: float, fn):
+    proc, url = start_server(latency, p429)
+    try:
+        urllib.request.urlopen(url + "/models", timeout=5).read()
+        return fn(url)
+    finally:
+        proc.stdin.close()
+        proc.wait(timeout=10)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=2000)
@@ -176,53 +190,75 @@ def main() -> None:
         default=200,
         help="requests in the sequential baseline (extrapolated to --n)",
     )
+    ap.add_argument(
+        "--repeat",
+        type=int,
+        default=3,
+        help="timed runs of (1) and (2); the targets are judged on the median, all are printed",
+    )
+    ap.add_argument("--transports", default="sdk,aiohttp")
     args = ap.parse_args()
     os.environ.setdefault("OPENAI_API_KEY", "perf-not-a-key")
     ideal = args.n * args.latency / args.concurrency
     tmp = Path(tempfile.mkdtemp())
+    conc = args.concurrency
     results: dict[str, dict] = {}
-    for transport in ("sdk", "aiohttp"):
-        proc, url = start_server(args.latency, 0.0)
-        try:
-            urllib.request.urlopen(url + "/models", timeout=5).read()
-            cache = tmp / f"{transport}.sqlite"
-            measure(
-                url,
-                requests(args.concurrency * 2, "warm"),
-                args.concurrency,
-                None,
-                transport=transport,
-            )  # imports, first connections
-            ours, _ = measure(
-                url, requests(args.n, "a"), args.concurrency, cache, transport=transport
-            )
-            rerun, engine2 = measure(
-                url, requests(args.n, "a"), args.concurrency, cache, transport=transport
+    for transport in args.transports.split(","):
+
+        def plain(url: str, transport: str = transport) -> dict:
+            measure(url, requests(conc * 2, "warm"), conc, None, transport=transport)
+            runs, cpu = [], []
+            for k in range(args.repeat):
+                c0 = time.process_time()
+                seconds, _ = measure(
+                    url,
+                    requests(args.n, f"a{k}"),
+                    conc,
+                    tmp / f"{transport}{k}.sqlite",
+                    transport=transport,
+                )
+                runs.append(seconds)
+                cpu.append(time.process_time() - c0)
+            rerun, engine = measure(
+                url, requests(args.n, "a0"), conc, tmp / f"{transport}0.sqlite", transport=transport
             )
             seq, _ = measure(
                 url, requests(args.seq_n, "s"), 1, None, sequential=True, transport=transport
             )
-        finally:
-            proc.stdin.close()
-            proc.wait(timeout=10)
-        proc, url = start_server(args.latency, 0.10)
-        try:
-            busy, engine3 = measure(
-                url, requests(args.n, "b"), args.concurrency, None, transport=transport
-            )
-        finally:
-            proc.stdin.close()
-            proc.wait(timeout=10)
-        seq_full = seq / args.seq_n * args.n
+            return {
+                "runs": runs,
+                "cpu": cpu,
+                "rerun": rerun,
+                "rerun_calls": engine.stats.calls,
+                "seq": seq,
+            }
+
+        def busy(url: str, transport: str = transport) -> dict:
+            runs, attempts = [], []
+            for k in range(args.repeat):
+                seconds, engine = measure(
+                    url, requests(args.n, f"b{k}"), conc, None, transport=transport
+                )
+                runs.append(seconds)
+                attempts.append(engine.stats.attempts)
+            return {"runs": runs, "attempts": attempts}
+
+        a = with_server(args.latency, 0.0, plain)
+        b = with_server(args.latency, 0.10, busy)
+        ours, busy_s = statistics.median(a["runs"]), statistics.median(b["runs"])
+        seq_full = a["seq"] / args.seq_n * args.n
         results[transport] = {
             "ours_s": round(ours, 3),
             "fraction_of_ideal": round(ideal / ours, 3),
-            "with_10pct_429_s": round(busy, 3),
-            "with_10pct_429_fraction_of_ideal": round(ideal / busy, 3),
-            "with_10pct_429_attempts": engine3.stats.attempts,
-            "cached_rerun_s": round(rerun, 3),
-            "cached_rerun_requests": engine2.stats.calls,
-            "sequential_s_per_request": round(seq / args.seq_n, 4),
+            "fraction_of_ideal_each_run": [round(ideal / t, 3) for t in a["runs"]],
+            "client_cpu_ms_per_judgment": round(statistics.median(a["cpu"]) / args.n * 1e3, 3),
+            "with_10pct_429_s": round(busy_s, 3),
+            "with_10pct_429_fraction_of_ideal": round(ideal / busy_s, 3),
+            "with_10pct_429_each_run": [round(ideal / t, 3) for t in b["runs"]],
+            "with_10pct_429_attempts": b["attempts"],
+            "cached_rerun_s": round(a["rerun"], 3),
+            "cached_rerun_requests": a["rerun_calls"],
+            "sequential_s_per_request": round(a["seq"] / args.seq_n, 4),
             "sequential_s_for_n (extrapolated)": round(seq_full, 2),
             "speedup_vs_sequential": round(seq_full / ours, 1),
         }
@@ -231,6 +267,7 @@ def main() -> None:
         "latency_s": args.latency,
         "concurrency": args.concurrency,
         "ideal_s": round(ideal, 3),
+        "repeat": args.repeat,
         **results,
     }
     print(json.dumps(report, indent=2))
@@ -242,8 +279,11 @@ def main() -> None:
             and r["cached_rerun_s"] < 2
         )
         print(
-            f"{transport}: targets (>= 85% of ideal, >= 60% with 10% 429, cached rerun: "
-            f"0 requests, < 2 s): {'met' if ok else 'NOT met'}"
+            f"{transport}: {r['fraction_of_ideal']:.0%} of ideal (median of {args.repeat}), "
+            f"{r['with_10pct_429_fraction_of_ideal']:.0%} with 10% 429, cached rerun "
+            f"{r['cached_rerun_requests']} requests in {r['cached_rerun_s']} s, "
+            f"{r['speedup_vs_sequential']}x the sequential loop; targets (>= 85%, >= 60%, "
+            f"0 requests and < 2 s): {'met' if ok else 'NOT met'}"
         )
 
 

@@ -290,3 +290,19 @@ def test_many_requests_keep_order_and_leave_no_slot_held(transport):
         replies, free = run(go())
     assert [r.text.split()[-1] for r in replies] == [str(i) for i in range(40)]
     assert free == 4
+
+
+def test_proxy_from_the_environment(monkeypatch, transport):
+    """``HTTP_PROXY`` is honoured (as the SDK's own client does) and ``NO_PROXY`` bypasses it:
+    the stand-in server plays the proxy for a judge host that does not resolve."""
+    from interleave_bench.judges.transport import env_proxy
+
+    with FakeOpenAI() as proxy:
+        monkeypatch.setenv("HTTP_PROXY", proxy.url.rsplit("/v1", 1)[0])
+        monkeypatch.setenv("NO_PROXY", "bypassed.invalid")
+        assert env_proxy("http://judge.invalid/v1/chat/completions") is not None
+        assert env_proxy("http://bypassed.invalid/v1/chat/completions") is None
+        j = judge(proxy, base_url="http://judge.invalid/v1", max_retries=0, timeout=2.0)
+        r = run(j.complete(REQ))
+    assert r.status == "ok", r.error
+    assert proxy.headers[0]["host"] == "judge.invalid"

@@ -12,6 +12,8 @@ import asyncio
 import functools
 import json
 import ssl
+import urllib.parse
+import urllib.request
 from typing import Any
 
 TRANSPORTS = ("sdk", "aiohttp")
@@ -76,6 +78,15 @@ def tls_context() -> ssl.SSLContext:
         return ssl.create_default_context()
 
 
+def env_proxy(url: str) -> str | None:
+    """The proxy ``HTTP_PROXY``/``HTTPS_PROXY``/``NO_PROXY`` name for ``url``, as the SDK's own
+    client would use it; read once (aiohttp's ``trust_env`` reads it on a thread per request)."""
+    parts = urllib.parse.urlsplit(url)
+    if urllib.request.proxy_bypass(parts.hostname or ""):
+        return None
+    return urllib.request.getproxies().get(parts.scheme)
+
+
 class _Poster:
     """POSTs JSON bodies to one URL with fixed headers over one aiohttp session (no connection
     limit: the client's concurrency is the limit)."""
@@ -86,6 +97,7 @@ class _Poster:
 
         self._aiohttp = aiohttp
         self._url = yarl.URL(url)  # parsed once, not on every request
+        self._proxy = env_proxy(url)
         self._session = aiohttp.ClientSession(
             headers=headers, connector=aiohttp.TCPConnector(limit=0, ssl=tls_context())
         )
@@ -99,7 +111,9 @@ class _Poster:
             if len(self._timeouts) < 8:
                 self._timeouts[timeout] = client_timeout
         try:
-            async with self._session.post(self._url, data=body, timeout=client_timeout) as r:
+            async with self._session.post(
+                self._url, data=body, timeout=client_timeout, proxy=self._proxy
+            ) as r:
                 data = await r.read()
                 if r.status == 200:
                     return _json_or_none(data)
