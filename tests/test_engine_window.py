@@ -92,3 +92,34 @@ def test_scorers_start_at_most_the_engine_window():
     out = asyncio.run(scorer.ascore([], []))
     assert [j.sample_id for j in out] == [str(i) for i in range(30)]
     assert probe.peak == 6 and len(seen) == 30
+
+
+def test_workers_start_a_group_per_loop_turn():
+    """Jobs start ``START_GROUP`` per event-loop turn: the first requests can leave before the rest
+    of the window has even started (counted with a callback that ticks once per turn)."""
+    from collections import Counter
+
+    from interleave_bench.judges.engine import START_GROUP
+
+    async def go():
+        loop = asyncio.get_running_loop()
+        turn = [0]
+
+        def tick():
+            turn[0] += 1
+            loop.call_soon(tick)
+
+        loop.call_soon(tick)
+        started_at = []
+
+        async def job(i):
+            started_at.append(turn[0])
+            await asyncio.sleep(0.01)
+            return i
+
+        out = await in_window([job(i) for i in range(3 * START_GROUP)], 100)
+        return Counter(started_at), out
+
+    turns, out = asyncio.run(go())
+    assert out == list(range(3 * START_GROUP))
+    assert len(turns) == 3 and set(turns.values()) == {START_GROUP}

@@ -15,6 +15,7 @@ from .cache import JudgmentCache
 from .request import JudgeBackend, JudgeReply, JudgeRequest, cache_key
 
 T = TypeVar("T")
+START_GROUP = 8  # workers started per event-loop turn by in_window
 
 
 async def in_window(jobs: Iterable[Awaitable[T]], window: int) -> list[T]:
@@ -22,7 +23,10 @@ async def in_window(jobs: Iterable[Awaitable[T]], window: int) -> list[T]:
 
     A job not yet started has not built its request either (images read and base64-encoded), so
     memory stays bounded on large benchmarks and the first requests leave at once instead of after
-    every job's preparation. The first exception cancels the rest and is raised.
+    every job's preparation. Workers start ``START_GROUP`` per loop turn: the first requests are
+    on the wire while later ones still prepare and connect, and the first round does not leave as
+    one burst (replies come back as they left, so a burst recurs every round). The first exception
+    cancels the rest and is raised.
     """
     pending = list(jobs)
     results: list[Any] = [None] * len(pending)
@@ -32,8 +36,12 @@ async def in_window(jobs: Iterable[Awaitable[T]], window: int) -> list[T]:
         for i, job in queue:
             results[i] = await job
 
-    workers = [asyncio.ensure_future(worker()) for _ in range(min(max(1, window), len(pending)))]
+    workers: list[asyncio.Future[None]] = []
     try:
+        for k in range(min(max(1, window), len(pending))):
+            if k and k % START_GROUP == 0:
+                await asyncio.sleep(0)
+            workers.append(asyncio.ensure_future(worker()))
         await asyncio.gather(*workers)
     except BaseException:
         for w in workers:
