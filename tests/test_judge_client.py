@@ -205,14 +205,23 @@ def test_tokens_per_minute_limit_waits_for_the_bucket():
     assert first < 0.1 and 0.9 <= total <= 2.0
 
 
-def test_sdk_full_post_path_when_the_sdk_has_request_hooks(monkeypatch, transport):
-    """Where the SDK has per-request hooks (providers, workload identity) we take its full
-    ``post``; the policy (retries, 4xx at once) is the same."""
+def _no_template(client):
+    raise AttributeError("an SDK whose private request builder moved")
+
+
+@pytest.mark.parametrize("why", ["hooks", "internals moved"])
+def test_sdk_full_post_path_when_the_sdk_has_request_hooks(monkeypatch, transport, why):
+    """Where the SDK has per-request hooks (providers, workload identity), or its request builder
+    is not where we expect it, we take its full ``post``; the policy (retries, 4xx at once) is the
+    same."""
     if transport != "sdk":
         pytest.skip("SDK only")
     from interleave_bench.judges import transport as tr
 
-    monkeypatch.setattr(tr, "sdk_request_is_fixed", lambda client: False)
+    if why == "hooks":
+        monkeypatch.setattr(tr, "sdk_request_is_fixed", lambda client: False)
+    else:
+        monkeypatch.setattr(tr, "sdk_request_template", _no_template)
     with FakeOpenAI(scripted(Reply(status=429), Reply(), Reply(status=400))) as server:
         j = judge(server)
         ok, bad = run(j.complete(REQ)), run(j.complete(REQ))

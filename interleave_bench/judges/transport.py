@@ -180,9 +180,12 @@ class SDKTransport:
         self._poster: _Poster | None = None
 
     async def post(self, body: bytes, timeout: float) -> Any:
-        if self._fast:
-            if self._poster is None:
+        if self._fast and self._poster is None:
+            try:
                 self._poster = _Poster(*sdk_request_template(self._client))
+            except Exception:  # an SDK whose internals moved: its own full path still works
+                self._fast = False
+        if self._poster is not None:
             return await self._poster.post(body, timeout)
         try:
             return await self._client.post(
