@@ -210,3 +210,26 @@ def test_train_cli_runs_the_tiny_recipe(tmp_path):
     assert r.exit_code == 2 and "unknown recipe key(s): warp_speed" in r.stderr
     r = run_cli("train", "grpo", "--config", str(recipe), "steps")
     assert r.exit_code == 2 and "expected key=value" in r.stderr
+
+
+def test_batched_teacher_forcing_equals_one_forward_per_rollout(tiny_janus, tmp_path):
+    """Rollouts of different lengths (one with prompt images) in one right-padded forward give
+    each rollout the hidden states of its own unpadded forward."""
+    from interleave_bench.models.janus import teacher_forced_hidden
+    from interleave_bench.train.policy_logprobs import janus_context
+
+    adapter = JanusAdapter(tiny_janus, device="cpu")
+    store = ImageStore(tmp_path / "images")
+    bench = load_benchmark("mmie:sample")
+    prompts = [build_prompt(bench.samples[0]), build_prompt(bench.samples[1])]
+    settings = GenerationSettings(**GEN)
+    rolls = [r for r in rollout(adapter, prompts, settings, 2, store, seed=5) if r.trace.token_ids]
+    contexts = [janus_context(adapter.model, r) for r in rolls]
+    lengths = {c[0].shape[1] + c[1].shape[1] for c in contexts}
+    assert len(lengths) > 1, "all contexts the same length: padding would not be exercised"
+    with torch.no_grad():
+        batched = teacher_forced_hidden(adapter.model, contexts)
+        single = [teacher_forced_hidden(adapter.model, [c])[0] for c in contexts]
+    for b, s, r in zip(batched, single, rolls, strict=True):
+        assert b.shape == s.shape == (len(r.trace.token_ids), s.shape[-1])
+        assert torch.allclose(b, s, atol=1e-5), float((b - s).abs().max())

@@ -146,6 +146,32 @@ def test_image_loss_is_on_image_tokens(family, request, tmp_path):
     assert any(p.grad is not None and p.grad.any() for p in head.parameters())
 
 
+def test_a_micro_batch_is_one_forward_with_the_same_losses(tiny_janus, tmp_path):
+    """Janus warm-up scores a micro-batch in one right-padded forward; every example's text and
+    image losses equal its own forward's."""
+    trainer = WarmupTrainer(
+        WarmupConfig(model=str(tiny_janus), output_dir=str(tmp_path / "run"), steps=0)
+    )
+    examples = [
+        trainer.by_kind[k][i] for k, i in [("interleaved", 0), ("t2i", 1), ("understanding", 0)]
+    ]
+    forced = [trainer.prepare(e) for e in examples]
+    assert all(forced) and len({len(f.tokens) for f in forced}) > 1
+    lm = trainer.model.model.language_model
+    calls = []
+    hook = lm.register_forward_hook(lambda *a: calls.append(1))
+    try:
+        with torch.no_grad():
+            batched = trainer.family.batch_losses(forced)
+    finally:
+        hook.remove()
+    assert len(calls) == 1
+    for (bt, bi), e in zip(batched, examples, strict=True):
+        st, si = trainer.example_losses(e)
+        assert bt.shape == st.shape and bi.shape == si.shape
+        assert torch.allclose(bt, st, atol=1e-4) and torch.allclose(bi, si, atol=1e-4)
+
+
 def test_resume_continues_the_same_run(tiny_janus, tmp_path):
     def cfg(name: str) -> WarmupConfig:
         return WarmupConfig(

@@ -134,6 +134,40 @@ def embed_generated(model: Any, token_ids: list[int], image_mask: list[bool]) ->
     return torch.where(mask[:, None], image, text)[None]
 
 
+def teacher_forced_hidden(
+    model: Any, contexts: list[tuple[torch.Tensor, torch.Tensor]]
+) -> list[torch.Tensor]:
+    """Language-model hidden states for several ``(prompt_embeds, generated_embeds)`` contexts
+    (each ``(1, len, hidden)``) in one right-padded forward. Returns, per context, the ``(g + 1,
+    hidden)`` states before each generated position (the last prompt position first), which is
+    what both the trainer's log-prob recomputation and the warm-up loss score.
+
+    Right padding keeps every real position's index and the causal mask keeps pads out of real
+    rows, so a row equals its own unpadded forward up to float rounding.
+    """
+    import torch
+
+    lm = model.model.language_model
+    rows = [torch.cat([p, g.to(p.dtype)], 1)[0] for p, g in contexts]
+    if not rows:
+        return []
+    if len(rows) == 1:
+        hidden = lm(inputs_embeds=rows[0][None]).last_hidden_state
+    else:
+        width = max(len(r) for r in rows)
+        embeds = rows[0].new_zeros(len(rows), width, rows[0].shape[-1])
+        mask = torch.zeros(len(rows), width, dtype=torch.long, device=embeds.device)
+        for k, r in enumerate(rows):
+            embeds[k, : len(r)] = r
+            mask[k, : len(r)] = 1
+        hidden = lm(inputs_embeds=embeds, attention_mask=mask).last_hidden_state
+    out = []
+    for k, (p, g) in enumerate(contexts):
+        start = p.shape[1] - 1
+        out.append(hidden[k, start : start + g.shape[1] + 1])
+    return out
+
+
 def _pick(
     logits: torch.Tensor, temperature: float, top_p: float, generator: torch.Generator | None
 ) -> tuple[int, float]:

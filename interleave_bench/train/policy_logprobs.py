@@ -1,7 +1,8 @@
 """Recompute a rollout's per-token log-probs under the current policy (or a frozen reference).
 
-Janus: one forward pass of the language model per rollout over ``prompt + generated[:-1]``
-(prompt images through the vision encoder and aligner, generated text through the token
+Janus: one forward pass of the language model over ``prompt + generated[:-1]``, all rollouts of a
+batch in one right-padded forward (``models.janus.teacher_forced_hidden``; prompt images through
+the vision encoder and aligner, generated text through the token
 embeddings, generated image codes through the generation embeddings and aligner, exactly as the
 decode loop fed them: ``models.janus.embed_generated``). The hidden state before each generated
 position then gives:
@@ -34,7 +35,7 @@ import torch
 from torch import Tensor
 
 from ..models.base import GenerationSettings
-from ..models.janus import embed_generated, janus_token_ids
+from ..models.janus import embed_generated, janus_token_ids, teacher_forced_hidden
 from .rollout import IMAGE_LOGPROBS, ImageLogprob, Rollout
 
 
@@ -51,6 +52,13 @@ def prompt_embeds(model: Any, inputs: Any) -> Tensor:
         slots = (ids == model.config.image_token_id)[..., None]
         embeds = embeds.masked_scatter(slots, feats.to(embeds.dtype))
     return embeds
+
+
+def janus_context(model: Any, rollout: Rollout) -> tuple[Tensor, Tensor]:
+    """The rollout's prompt embeddings and its generated tokens' embeddings as the loop fed them."""
+    tr = rollout.trace
+    prompt = prompt_embeds(model, rollout.prompt_inputs)
+    return prompt, embed_generated(model, tr.token_ids[:-1], tr.image_mask[:-1])
 
 
 def _scale(logits: Tensor, temperature: float) -> Tensor:
@@ -70,9 +78,11 @@ def janus_sequence_logprobs(
     settings: GenerationSettings,
     *,
     image_logprob: ImageLogprob = "cond",
+    hidden: Tensor | None = None,
 ) -> tuple[Tensor, Tensor]:
     """``(n,)`` log-probs of the rollout's generated tokens (forced positions hold 0) and the
-    ``(n,)`` entropies of the distributions they were scored under (no grad)."""
+    ``(n,)`` entropies of the distributions they were scored under (no grad). ``hidden``: the
+    rollout's states from a batched ``janus_contexts`` forward (else one forward here)."""
     if image_logprob not in IMAGE_LOGPROBS:
         raise ValueError(f"image_logprob must be one of {IMAGE_LOGPROBS}, got {image_logprob!r}")
     tr = rollout.trace
@@ -81,10 +91,8 @@ def janus_sequence_logprobs(
         return torch.zeros(0, device=model.device), torch.zeros(0, device=model.device)
     ids = janus_token_ids(model, processor)
     temp = settings.temperature
-    prompt = prompt_embeds(model, rollout.prompt_inputs)
-    gen = embed_generated(model, tr.token_ids[:-1], tr.image_mask[:-1]).to(prompt.dtype)
-    hidden = model.model.language_model(inputs_embeds=torch.cat([prompt, gen], 1)).last_hidden_state
-    hidden = hidden[0, prompt.shape[1] - 1 :]  # (n, H): the state before each generated position
+    if hidden is None:  # (n, H): the state before each generated position
+        hidden = teacher_forced_hidden(model, [janus_context(model, rollout)])[0]
     target = torch.tensor(tr.token_ids, device=model.device)
     image = torch.tensor(tr.image_mask, dtype=torch.bool, device=model.device)
     out = hidden.new_zeros(n, dtype=torch.float32)
@@ -263,9 +271,26 @@ def batch_logprobs(
     if getattr(adapter, "family", "") == "text":
         logp, ent = text_batch_logprobs(adapter, rollouts, settings)
     else:
-        pairs = [
-            sequence_logprobs(adapter, r, settings, image_logprob=image_logprob) for r in rollouts
-        ]
+        if getattr(adapter, "family", "janus") == "janus":  # one padded forward for all rollouts
+            model, busy = adapter.model, [r for r in rollouts if r.trace.token_ids]
+            states = teacher_forced_hidden(model, [janus_context(model, r) for r in busy])
+            hidden = dict(zip(map(id, busy), states, strict=True))
+            pairs = [
+                janus_sequence_logprobs(
+                    model,
+                    adapter.processor,
+                    r,
+                    settings,
+                    image_logprob=image_logprob,
+                    hidden=hidden.get(id(r)),
+                )
+                for r in rollouts
+            ]
+        else:
+            pairs = [
+                sequence_logprobs(adapter, r, settings, image_logprob=image_logprob)
+                for r in rollouts
+            ]
         dev = adapter.model.device
         logp, ent = _pad([a for a, _ in pairs], dev), _pad([b for _, b in pairs], dev)
     return (logp, ent) if with_entropy else logp

@@ -6,8 +6,8 @@ interleaved format, so it first fine-tunes on a hybrid mix of three example kind
 prompt (``models.prompts.build_prompt`` + the adapter's processor path):
 
 * Janus: text tokens, ``<begin_of_image>``, the image's VQ codes (from the model's own VQ encoder),
-  ``<end_of_image>``, ..., EOS. One forward of the language model over prompt + answer, inputs as
-  the loop feeds them (``models.janus.embed_generated``: codes through the generation embeddings
+  ``<end_of_image>``, ..., EOS. One forward of the language model over prompt + answer (a
+  micro-batch right-padded into one forward), inputs as the loop feeds them (``models.janus.embed_generated``: codes through the generation embeddings
   and aligner); text positions are scored by the LM head, code positions by the generation head.
 * Emu3: image tokens are vocabulary tokens, laid out as ``ImageGrammar`` dictates (size header,
   row ends, frame end); the layout is replayed through the grammar, so a mismatch fails loudly.
@@ -36,7 +36,12 @@ import torch.nn.functional as F
 
 from ..media import load_ref
 from ..models.base import GenerationSettings, ModelError
-from ..models.janus import build_prompt_inputs, embed_generated, janus_token_ids
+from ..models.janus import (
+    build_prompt_inputs,
+    embed_generated,
+    janus_token_ids,
+    teacher_forced_hidden,
+)
 from ..models.loading import load_adapter
 from ..models.prompts import build_prompt, load_templates
 from ..types import ImageRef, Interleaved, Sample
@@ -129,6 +134,10 @@ class _Family:
         """Per-token cross-entropies of the text and of the image targets."""
         raise NotImplementedError
 
+    def batch_losses(self, fs: list[Forced]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """``losses`` of several examples (one forward each unless a family batches them)."""
+        return [self.losses(f) for f in fs]
+
     @staticmethod
     def split_ce(f: Forced, text: Any, image: Any, device: Any) -> tuple[torch.Tensor, ...]:
         """Cross-entropies at text and at image targets; ``text``/``image`` map a position mask
@@ -168,16 +177,25 @@ class _Janus(_Family):
         return build_prompt_inputs(self.processor, prompt, None)
 
     def losses(self, f: Forced) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.batch_losses([f])[0]
+
+    def batch_losses(self, fs: list[Forced]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """One right-padded forward for the micro-batch (``teacher_forced_hidden``)."""
         model = self.model
-        prompt = prompt_embeds(model, f.prompt_inputs)
-        gen = embed_generated(model, f.tokens[:-1], f.image[:-1]).to(prompt.dtype)
-        lm = model.model.language_model
-        hidden = lm(inputs_embeds=torch.cat([prompt, gen], 1)).last_hidden_state
-        hidden = hidden[0, prompt.shape[1] - 1 :]
+        contexts = [
+            (
+                prompt_embeds(model, f.prompt_inputs),
+                embed_generated(model, f.tokens[:-1], f.image[:-1]),
+            )
+            for f in fs
+        ]
         head = model.model.generation_head
-        return self.split_ce(
-            f, lambda m: model.lm_head(hidden[m]), lambda m: head(hidden[m]), model.device
-        )
+        return [
+            self.split_ce(
+                f, lambda m, h=h: model.lm_head(h[m]), lambda m, h=h: head(h[m]), model.device
+            )
+            for f, h in zip(fs, teacher_forced_hidden(model, contexts), strict=True)
+        ]
 
 
 class _Emu3(_Family):
@@ -333,8 +351,8 @@ class WarmupTrainer:
         sum_text = sum_image = 0.0
         for start in range(0, len(forced), cfg.batch_size):
             parts = []
-            for f in forced[start : start + cfg.batch_size]:
-                text_ce, image_ce = self.family.losses(f)
+            micro = forced[start : start + cfg.batch_size]
+            for text_ce, image_ce in self.family.batch_losses(micro):
                 if n_text and len(text_ce):
                     parts.append(cfg.weight_text * text_ce.sum() / n_text)
                     sum_text += float(text_ce.detach().sum())
