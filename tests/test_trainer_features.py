@@ -210,14 +210,14 @@ torch.save(t.model.state_dict(), cfg.output_dir + f"/weights-{t.dist.rank}.pt")
 """
 
 
-def test_two_processes_train_like_one(tiny_janus, tmp_path):
-    """torchrun with 2 CPU processes (gloo): each takes half the prompts, gradients are averaged;
-    the log and the weights equal a 1-process run's (float tolerance)."""
+def _one_and_two_processes(tmp_path, model, atol: float = 1e-5, **kw) -> tuple[list, list]:
+    """The same run with 1 process and with 2 (torchrun, CPU, gloo): both logs, after checking
+    that the 2 ranks' weights are identical and equal the 1-process weights (within ``atol``)."""
     script = tmp_path / "worker.py"
     script.write_text(WORKER)
 
     def cfg(name: str) -> str:
-        return json.dumps(asdict(_cfg(tmp_path, name, tiny_janus, lr=1e-2, generation=JANUS_GEN)))
+        return json.dumps(asdict(_cfg(tmp_path, name, model, lr=1e-2, generation=JANUS_GEN, **kw)))
 
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     one = subprocess.run(
@@ -236,17 +236,35 @@ def test_two_processes_train_like_one(tiny_janus, tmp_path):
         env=env, capture_output=True, text=True, timeout=240,
     )  # fmt: skip
     assert two.returncode == 0, two.stderr[-3000:]
-    a = read_log(tmp_path / "one" / "log.jsonl")
-    b = read_log(tmp_path / "two" / "log.jsonl")
-    assert [r["step"] for r in b] == [1, 2]
-    for x, y in zip(a, b, strict=True):
-        assert x["rewards"] == y["rewards"] and x["structures"] == y["structures"]
-        assert x["loss"] == pytest.approx(y["loss"], abs=1e-5)
     w1 = torch.load(tmp_path / "one" / "weights-0.pt")
     r0, r1 = (torch.load(tmp_path / "two" / f"weights-{r}.pt") for r in (0, 1))
     for k in w1:
         assert torch.equal(r0[k], r1[k]), k  # the ranks never drift apart
-        assert torch.allclose(w1[k], r0[k], atol=1e-5), k
+        assert torch.allclose(w1[k], r0[k], atol=atol), (k, float((w1[k] - r0[k]).abs().max()))
+    return read_log(tmp_path / "one" / "log.jsonl"), read_log(tmp_path / "two" / "log.jsonl")
+
+
+def test_two_processes_train_like_one(tiny_janus, tmp_path):
+    """torchrun with 2 CPU processes (gloo): each takes half the prompts, gradients are averaged;
+    the log and the weights equal a 1-process run's (float tolerance)."""
+    a, b = _one_and_two_processes(tmp_path, tiny_janus)
+    assert [r["step"] for r in b] == [1, 2]
+    for x, y in zip(a, b, strict=True):
+        assert x["rewards"] == y["rewards"] and x["structures"] == y["structures"]
+        assert x["loss"] == pytest.approx(y["loss"], abs=1e-5)
+
+
+def test_two_processes_with_unequal_groups_after_dynamic_sampling(tiny_janus, tmp_path):
+    """Dynamic sampling without refill leaves rank 0 with one group and rank 1 with two (seed 9:
+    the second of four groups has no spread); every rollout still weighs the same, so the weights
+    equal the 1-process run on the same three groups (an average of the two ranks' means would
+    weigh rank 0's group twice). Tolerance: the padded batches differ (3+6 rollouts against 9),
+    and AdamW turns float noise on near-zero gradients into steps of up to lr; the wrong weighting
+    moves 54 of 266 tensors by up to 2e-2, the right one none by more than 1e-4."""
+    kw = dict(seed=9, steps=1, prompts_per_step=4, dynamic_sampling=True, max_refill_rounds=0)
+    a, b = _one_and_two_processes(tmp_path, tiny_janus, atol=2e-3, **kw)
+    assert a[0]["groups_dropped"] == b[0]["groups_dropped"] == 1  # one rank, so 2 vs 1 groups
+    assert len(b[0]["rewards"]) == 3 * 3 and a[0]["rewards"] == b[0]["rewards"]
 
 
 def test_every_shipped_recipe_loads_and_its_rewards_validate():

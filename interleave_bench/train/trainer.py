@@ -292,6 +292,9 @@ class GRPOTrainer:
         n_chunks = 1 if self.engine is not None else cfg.grad_accum  # DeepSpeed: one backward
         chunks = [c for c in (list(range(b))[i::n_chunks] for i in range(n_chunks)) if c]
         n_active = self.dist.sum(float(mask.sum()))
+        # every rollout of every process weighs the same, also when dynamic sampling left the
+        # processes with different numbers of groups (gradients are then averaged over processes)
+        share = self.dist.world / max(1.0, self.dist.sum(float(b)))
         entropy_sum = 0.0
         for update in range(cfg.updates_per_rollout):
             self.optimizer.zero_grad(set_to_none=True)
@@ -321,9 +324,9 @@ class GRPOTrainer:
                     num_processes=self.dist.world,
                 )
                 # dapo already divides by the whole batch's token count: sum micro-batches;
-                # the others are means over their micro-batch: weight by its share
+                # the others are means over their micro-batch: weight by its share of all
                 if loss.requires_grad:  # False when no rollout of the chunk has a sampled token
-                    scaled = loss if cfg.loss_type == "dapo" else loss * len(c) / b
+                    scaled = loss if cfg.loss_type == "dapo" else loss * len(c) * share
                     if self.engine is not None:
                         self.dist.acc.backward(scaled)  # DeepSpeed: backward, reduce, clip, step
                     else:
