@@ -147,6 +147,21 @@ def score_cmd(
     swap: Annotated[
         bool, typer.Option("--swap", help="opening_pairwise: judge both orders (position bias).")
     ] = False,
+    max_cost: Annotated[
+        float | None,
+        typer.Option(
+            "--max-cost",
+            min=0.0,
+            help="USD budget: no request is sent that could take the judge cost past it; the "
+            "rest are errors a rerun with a larger budget completes.",
+        ),
+    ] = None,
+    estimate: Annotated[
+        bool,
+        typer.Option(
+            "--estimate", help="Print the requests and cost range the run would need; send nothing."
+        ),
+    ] = False,
     preflight: Annotated[bool, typer.Option("--preflight/--no-preflight")] = True,
     out_dir: Annotated[
         Path | None, typer.Option("--out", help="Output folder (default runs/score-<time>).")
@@ -194,11 +209,14 @@ def score_cmd(
         max_retries=max_retries,
         deadline=deadline,
         price_table=price_table,
+        max_cost=max_cost,
         preflight=preflight,
         clip_model=clip_model,
         predictions_b=predictions_b,
         swap=swap,
     )
+    if estimate:
+        return _print_estimate(opts, as_json)
     counts = {"invalid": 0, "error": 0}
     with Progress(
         TextColumn("judging"),
@@ -256,3 +274,35 @@ def score_cmd(
     if engine is not None:
         err.print(f"judge: {engine.stats.to_dict()}", markup=False)
     out.print(f"written to {out_dir}", markup=False)
+
+
+def _print_estimate(opts, as_json: bool) -> None:
+    from .benchmarks import DataError
+    from .estimate import estimate_score
+    from .scorers.protocol_files import ProtocolError
+    from .scoring import ScoreError
+
+    try:
+        est = estimate_score(opts)
+    except (DataError, ProtocolError, ScoreError) as e:
+        raise fail(str(e)) from None
+    if as_json:
+        print_json(est.to_dict())
+        return
+    table = Table(title=f"{opts.bench} / {opts.protocol}: estimate (judge: {escape(est.judge)})")
+    table.add_column("")
+    table.add_column("", justify="right")
+    rows = [
+        ("judgments", f"{est.items}"),
+        ("answered from the cache", f"{est.cached}"),
+        ("requests to send", f"{est.requests}"),
+        ("input tokens (estimated)", f"{est.prompt_tokens:,}"),
+        ("output tokens (at most)", f"{est.max_output_tokens:,}"),
+        ("cost, input only", f"${est.cost_input:.4f}"),
+        ("cost, every reply at max_tokens", f"${est.cost_max:.4f}"),
+    ]
+    for name, value in rows:
+        table.add_row(name, value)
+    out.print(table)
+    if not est.priced:
+        err.print(f"{est.judge} is not in the price table: pass --price-table", markup=False)

@@ -57,6 +57,7 @@ class ScoreOptions:
     max_retries: int = 6
     deadline: float | None = None
     price_table: Path | None = None
+    max_cost: float | None = None  # USD: no request is sent that could take the cost past it
     preflight: bool = True
     predictions_b: Path | None = None
     swap: bool = False
@@ -134,10 +135,10 @@ def build_scorer(opts: ScoreOptions, engine: JudgeEngine | None) -> Scorer:
     raise ScoreError(f"unknown protocol {proto!r}; expected one of {', '.join(PROTOCOLS)}")
 
 
-def build_engine(opts: ScoreOptions) -> JudgeEngine | None:
+def build_engine(opts: ScoreOptions, *, with_cache: bool = True) -> JudgeEngine | None:
     if opts.protocol not in JUDGE_PROTOCOLS + PAIRWISE_PROTOCOLS:
         return None
-    cache = JudgmentCache(opts.out / "judgments.sqlite")
+    cache = JudgmentCache(opts.out / "judgments.sqlite") if with_cache else None
     if opts.judge_local is not None:
         from .judges.local import LocalJudge
 
@@ -159,7 +160,7 @@ def build_engine(opts: ScoreOptions) -> JudgeEngine | None:
     if opts.price_table is not None:
         table = json.loads(opts.price_table.read_text())
         config.prices.update({k: (float(v[0]), float(v[1])) for k, v in table.items()})
-    return JudgeEngine(OpenAIJudge(config), cache)
+    return JudgeEngine(OpenAIJudge(config), cache, max_cost=opts.max_cost)
 
 
 def aggregate(
@@ -274,6 +275,32 @@ def manifest(opts: ScoreOptions, revision: str, scorer: Scorer) -> dict[str, Any
     }
 
 
+def pair_inputs(
+    opts: ScoreOptions,
+) -> tuple[
+    list[Sample], list[Prediction], list[Prediction], tuple[list[Problem], list[Problem], str]
+]:
+    """The samples both ``--predictions`` (A) and ``--predictions-b`` (B) answered, aligned, and
+    the problems of each side and the data revision."""
+    if opts.predictions_b is None:
+        raise ScoreError("opening_pairwise compares two models: pass --predictions-b too")
+    samples, preds_a, problems, revision = load_inputs(opts)
+    _, preds_b, problems_b, _ = load_inputs(replace(opts, predictions=opts.predictions_b))
+    by_b = {p.sample_id: p for p in preds_b}
+    missing = ("no output file", "no prediction")  # not answered by one side: not a match
+    kept = [
+        (s, a, by_b[s.id])
+        for s, a in zip(samples, preds_a, strict=True)
+        if s.id in by_b and a.error not in missing and by_b[s.id].error not in missing
+    ]
+    return (
+        [k[0] for k in kept],
+        [k[1] for k in kept],
+        [k[2] for k in kept],
+        (problems, problems_b, revision),
+    )
+
+
 def run_pairwise(
     opts: ScoreOptions,
     on_progress: Callable[[Judgment, JudgeEngine | None], None] | None = None,
@@ -285,18 +312,9 @@ def run_pairwise(
 
     from .scorers.opening import OpenINGPairwiseScorer
 
-    if opts.predictions_b is None:
-        raise ScoreError("opening_pairwise compares two models: pass --predictions-b too")
     claimed = claim_folder(opts.out, "score", score_identity(opts), {})
-    samples, preds_a, problems, revision = load_inputs(opts)
-    _, preds_b, problems_b, _ = load_inputs(replace(opts, predictions=opts.predictions_b))
-    by_b = {p.sample_id: p for p in preds_b}
-    missing = ("no output file", "no prediction")  # not answered by one side: not a match
-    pairs = [
-        (s, a, by_b[s.id])
-        for s, a in zip(samples, preds_a, strict=True)
-        if s.id in by_b and a.error not in missing and by_b[s.id].error not in missing
-    ]
+    samples, preds_a, preds_b, (problems, problems_b, revision) = pair_inputs(opts)
+    pairs = list(zip(samples, preds_a, preds_b, strict=True))
     engine = build_engine(opts)
     scorer = build_scorer(opts, engine)
     assert isinstance(scorer, OpenINGPairwiseScorer) and engine is not None

@@ -150,6 +150,15 @@ class OpenAIJudge:
             usage.get("prompt_tokens", 0) * price[0] + usage.get("completion_tokens", 0) * price[1]
         ) / 1e6
 
+    def estimate_cost(self, request: JudgeRequest) -> float:
+        """What ``request`` may cost at most: its estimated input plus ``max_tokens`` of output."""
+        return self.cost(
+            {
+                "prompt_tokens": request.approx_prompt_tokens(),
+                "completion_tokens": request.max_tokens,
+            }
+        )
+
     def _remaining(self) -> float | None:
         if self.config.deadline is None:
             return None

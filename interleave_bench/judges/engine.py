@@ -63,6 +63,7 @@ class JudgeStats:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cost: float = 0.0
+    over_budget: int = 0
 
     def to_dict(self) -> dict[str, float | int]:
         return asdict(self)
@@ -74,11 +75,14 @@ class JudgeEngine:
         backend: JudgeBackend,
         cache: JudgmentCache | None = None,
         on_reply: Callable[[JudgeReply], None] | None = None,
+        max_cost: float | None = None,
     ) -> None:
         self.backend = backend
         self.cache = cache
         self.stats = JudgeStats()
         self.on_reply = on_reply
+        self.max_cost = max_cost
+        self._reserved = 0.0  # upper-bound cost of the requests in flight
 
     @property
     def model(self) -> str:
@@ -98,7 +102,23 @@ class JudgeEngine:
             self.stats.cache_hits += 1
             self._notify(hit)
             return hit
-        reply = await self.backend.complete(request)
+        need = 0.0
+        if self.max_cost is not None:
+            need = self.estimate_cost(request)
+            if self.stats.cost + self._reserved + need > self.max_cost:
+                self.stats.over_budget += 1
+                reply = JudgeReply(
+                    "error",
+                    error=f"not sent: it could take the cost past the budget of "
+                    f"${self.max_cost:g} (${self.stats.cost:.4f} spent)",
+                )
+                self._notify(reply)
+                return reply
+            self._reserved += need
+        try:
+            reply = await self.backend.complete(request)
+        finally:
+            self._reserved -= need
         self.stats.calls += 1
         self.stats.attempts += reply.attempts
         self.stats.prompt_tokens += reply.usage.get("prompt_tokens", 0)
@@ -110,6 +130,11 @@ class JudgeEngine:
             self.cache.put(key, reply, judge=self.backend.model, protocol=protocol)
         self._notify(reply)
         return reply
+
+    def estimate_cost(self, request: JudgeRequest) -> float:
+        """The backend's upper-bound cost of ``request`` (0 for a backend without prices)."""
+        estimate = getattr(self.backend, "estimate_cost", None)
+        return 0.0 if estimate is None else float(estimate(request))
 
     async def aclose(self) -> None:
         if self.cache is not None:

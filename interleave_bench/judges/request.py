@@ -66,12 +66,17 @@ class JudgeRequest:
             "json_mode": self.json_mode,
         }
 
-    def approx_tokens(self) -> int:
-        """A cheap estimate for tokens-per-minute limits (4 characters a token, 765 an image)."""
+    def approx_prompt_tokens(self) -> int:
+        """A cheap estimate of the input tokens: 4 characters a token, 765 an image (a 1024px
+        image at high detail on GPT-4o-class judges)."""
         chars = len(self.system or "") + sum(len(p.text or "") for p in self.parts)
         chars += sum(len(t) for _, t in self.followup)
         images = sum(p.kind == "image" for p in self.parts)
-        return chars // 4 + 765 * images + self.max_tokens
+        return chars // 4 + 765 * images
+
+    def approx_tokens(self) -> int:
+        """Input estimate plus the most the judge may write (for tokens-per-minute limits)."""
+        return self.approx_prompt_tokens() + self.max_tokens
 
 
 @dataclass(slots=True)

@@ -1,0 +1,106 @@
+"""``ibench score --estimate``: what a scoring run would send and what it could cost, before any
+request leaves. The scorer runs exactly as it would (the same requests, the same cache lookups)
+against a stand-in backend that counts instead of sending; replies already in the run's cache are
+free. Input tokens are estimated (4 characters a token, 765 an image); output is bounded by each
+request's ``max_tokens``, so the cost comes as a range: input only, and input plus every judge
+writing its maximum.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from .judges.engine import JudgeEngine
+from .judges.request import JudgeReply, JudgeRequest
+from .scorers.base import run_sync
+
+
+@dataclass
+class CostEstimate:
+    judge: str
+    items: int  # judgments the run would produce
+    cached: int  # of the requests, answered from the run's cache already
+    requests: int  # requests that would be sent (before any retry or JSON repair)
+    prompt_tokens: int
+    max_output_tokens: int
+    cost_input: float  # USD for the input alone
+    cost_max: float  # USD if every reply used its max_tokens
+    priced: bool  # False: the judge model is not in the price table (costs are 0)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class _Counting:
+    """A judge backend that records what it is asked and sends nothing."""
+
+    def __init__(self, backend: Any) -> None:
+        self.model = backend.model
+        self.parallelism = getattr(backend, "parallelism", 16)
+        self._cost = getattr(backend, "cost", None)
+        self.requests = self.prompt_tokens = self.max_output_tokens = 0
+        self.cost_input = self.cost_max = 0.0
+
+    async def complete(self, request: JudgeRequest) -> JudgeReply:
+        self.requests += 1
+        prompt = request.approx_prompt_tokens()
+        self.prompt_tokens += prompt
+        self.max_output_tokens += request.max_tokens
+        if self._cost is not None:
+            self.cost_input += self._cost({"prompt_tokens": prompt})
+            self.cost_max += self._cost(
+                {"prompt_tokens": prompt, "completion_tokens": request.max_tokens}
+            )
+        return JudgeReply("error", error="not sent: estimate only")
+
+    async def preflight(self) -> JudgeReply:
+        return JudgeReply("ok", text="")
+
+
+def estimate_score(opts: Any) -> CostEstimate:
+    """The estimate for ``ibench score`` with these options (nothing is written or sent)."""
+    from .scoring import (
+        JUDGE_PROTOCOLS,
+        PAIRWISE_PROTOCOLS,
+        ScoreError,
+        build_engine,
+        build_scorer,
+        load_inputs,
+        pair_inputs,
+    )
+
+    if opts.protocol not in JUDGE_PROTOCOLS + PAIRWISE_PROTOCOLS:
+        raise ScoreError(f"--estimate is for judge protocols; {opts.protocol} calls no judge")
+    cache_file = opts.out / "judgments.sqlite"
+    real = build_engine(opts, with_cache=cache_file.is_file())
+    assert real is not None
+    counting = _Counting(real.backend)
+    engine = JudgeEngine(counting, real.cache)
+    scorer = build_scorer(opts, engine)
+
+    async def go() -> list[Any]:
+        try:
+            if opts.protocol in PAIRWISE_PROTOCOLS:
+                samples, preds_a, preds_b, _ = pair_inputs(opts)
+                return await scorer.ascore_pairs(samples, preds_a, preds_b)  # type: ignore[attr-defined]
+            samples, preds, _, _ = load_inputs(opts)
+            return await scorer.ascore(samples, preds)
+        finally:
+            await scorer.aclose()
+
+    judgments = run_sync(go())
+    priced = getattr(real.backend, "config", None) is not None and real.model in getattr(
+        real.backend.config, "prices", {}
+    )
+    return CostEstimate(
+        judge=real.model,
+        items=len(judgments),
+        cached=engine.stats.cache_hits,
+        requests=counting.requests,
+        prompt_tokens=counting.prompt_tokens,
+        max_output_tokens=counting.max_output_tokens,
+        cost_input=round(counting.cost_input, 6),
+        cost_max=round(counting.cost_max, 6),
+        priced=priced,
+    )
