@@ -57,6 +57,15 @@ JudgeTransportOpt = Annotated[
     ),
 ]
 ConcurrencyOpt = Annotated[int, typer.Option("--concurrency", min=1, help="Judge calls in flight.")]
+MaxCostOpt = Annotated[
+    float | None,
+    typer.Option(
+        "--max-cost",
+        min=0.0,
+        help="USD budget: no judge request is sent that could take the cost past it; the rest "
+        "are errors that a rerun with a larger budget completes.",
+    ),
+]
 DataOpt = Annotated[Path | None, typer.Option("--data", help="Local copy of the benchmark.")]
 
 

@@ -17,6 +17,7 @@ from .cli import (
     JudgeKeyEnvOpt,
     JudgeModelOpt,
     JudgeTransportOpt,
+    MaxCostOpt,
     ProtocolFileOpt,
     app,
     err,
@@ -74,6 +75,7 @@ def eval_cmd(
     judge_key_env: JudgeKeyEnvOpt = "OPENAI_API_KEY",
     judge_transport: JudgeTransportOpt = "sdk",
     concurrency: ConcurrencyOpt = 16,
+    max_cost: MaxCostOpt = None,
     out_dir: Annotated[
         Path | None,
         typer.Option("--out", help="Run folder (default runs/<model>__<bench>; rerun to resume)."),
@@ -149,6 +151,7 @@ def eval_cmd(
         "judge_key_env": judge_key_env,
         "judge_transport": judge_transport,
         "concurrency": concurrency,
+        "max_cost": max_cost,
     }
     cfg = EvalConfig(
         model=model,

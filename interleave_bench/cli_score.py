@@ -19,6 +19,7 @@ from .cli import (
     JudgeKeyEnvOpt,
     JudgeModelOpt,
     JudgeTransportOpt,
+    MaxCostOpt,
     ProtocolFileOpt,
     app,
     err,
@@ -147,15 +148,7 @@ def score_cmd(
     swap: Annotated[
         bool, typer.Option("--swap", help="opening_pairwise: judge both orders (position bias).")
     ] = False,
-    max_cost: Annotated[
-        float | None,
-        typer.Option(
-            "--max-cost",
-            min=0.0,
-            help="USD budget: no request is sent that could take the judge cost past it; the "
-            "rest are errors a rerun with a larger budget completes.",
-        ),
-    ] = None,
+    max_cost: MaxCostOpt = None,
     estimate: Annotated[
         bool,
         typer.Option(

@@ -93,3 +93,30 @@ def test_estimate_sends_nothing_and_counts_the_cache(tmp_path, monkeypatch):
         code, est2 = cli_json(*args, "--estimate")
         assert len(server.requests) == 16
     assert est2["cached"] == 15 and est2["requests"] == 0 and est2["cost_max"] == 0
+
+
+def test_eval_takes_the_budget_too(tiny_janus, tmp_path, monkeypatch):
+    """``ibench eval --max-cost 0``: generation runs, no judge request is sent, and every judge
+    item is an error that says why (a rerun with a budget judges them from the same folder)."""
+    import json
+
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    prompts = tmp_path / "prompts.py"
+    prompts.write_text('SA_SYSTEM_PROMPT = "S. "\nPBL_SYSTEM_PROMPT = "P. "\nMSR_PROMPT = "M. "\n')
+    with FakeOpenAI() as server:
+        args = [
+            "eval", "--model", str(tiny_janus), "--bench", "mmie:sample", "--limit", "2",
+            "--max-new-tokens", "8", "--protocol", "mmie", "--protocol-file", str(prompts),
+            "--allow-unofficial", "--judge-base-url", server.url, "--judge-model", "gpt-4o",
+            "--out", str(tmp_path / "run"), "--no-report",
+        ]  # fmt: skip
+        code, _ = cli_json(*args, "--max-cost", "0")
+        assert code == 0 and len(server.requests) == 1  # the preflight probe only
+        lines = (tmp_path / "run" / "judgments.jsonl").read_text().splitlines()
+        mmie = [j for j in map(json.loads, lines) if j["scorer"] == "mmie"]
+        assert len(mmie) == 2 and all(j["status"] == "error" for j in mmie)
+        assert all("budget" in j["metadata"]["detail"] for j in mmie)
+        code, res = cli_json(*args, "--max-cost", "1")
+        assert code == 0 and len(server.requests) == 1 + 1 + 2  # preflight again, then the two
+    mmie = next(r for r in res["results"] if r["scorer"] == "mmie")
+    assert mmie["counts"]["valid"] == 2 and mmie["counts"]["error"] == 0
