@@ -142,6 +142,21 @@ def interleaved_decode(
     return DecodeResult(trace=trace, grids=grids)
 
 
+def teacher_forced_logits(
+    model: Any, prompt_inputs: Mapping[str, Any], tokens: list[int]
+) -> torch.Tensor:
+    """``(len(tokens), vocab)`` logits before each of ``tokens`` given the prompt, in one forward
+    over ``prompt + tokens[:-1]`` (the trainer's log-prob recomputation and the warm-up loss)."""
+    inputs = dict(prompt_inputs)
+    prompt_ids = inputs["input_ids"]
+    gen = torch.tensor([tokens[:-1]], dtype=prompt_ids.dtype, device=prompt_ids.device)
+    inputs["input_ids"] = torch.cat([prompt_ids, gen], 1)
+    if "attention_mask" in inputs:
+        am = inputs["attention_mask"]
+        inputs["attention_mask"] = torch.cat([am, torch.ones_like(gen, dtype=am.dtype)], 1)
+    return model(**inputs).logits[0, prompt_ids.shape[1] - 1 :]
+
+
 def _spans(kinds: list[str], tokens: list[int], boi: int) -> list[tuple[str, int, int]]:
     """``(kind, start, end)`` runs; two images in a row stay two spans (each starts at a BOI)."""
     spans: list[tuple[str, int, int]] = []

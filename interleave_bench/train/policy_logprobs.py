@@ -35,6 +35,7 @@ import torch
 from torch import Tensor
 
 from ..models.base import GenerationSettings
+from ..models.emu3 import teacher_forced_logits
 from ..models.janus import embed_generated, janus_token_ids, teacher_forced_hidden
 from .rollout import IMAGE_LOGPROBS, ImageLogprob, Rollout
 
@@ -170,14 +171,7 @@ def emu3_sequence_logprobs(
     n = len(tr.token_ids)
     if n == 0:
         return torch.zeros(0, device=model.device), torch.zeros(0, device=model.device)
-    inputs = dict(rollout.prompt_inputs)
-    prompt_ids = inputs["input_ids"]
-    gen = torch.tensor([tr.token_ids[:-1]], dtype=prompt_ids.dtype, device=prompt_ids.device)
-    inputs["input_ids"] = torch.cat([prompt_ids, gen], 1)
-    if "attention_mask" in inputs:
-        am = inputs["attention_mask"]
-        inputs["attention_mask"] = torch.cat([am, torch.ones_like(gen, dtype=am.dtype)], 1)
-    logits = model(**inputs).logits[0, prompt_ids.shape[1] - 1 :].float()  # (n, V)
+    logits = teacher_forced_logits(model, rollout.prompt_inputs, tr.token_ids).float()  # (n, V)
     grammar = adapter.grammar(settings)
     steps = grammar.replay(tr.token_ids)
     visual = torch.tensor(grammar.vocab.visual, device=model.device)

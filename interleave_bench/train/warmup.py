@@ -36,6 +36,7 @@ import torch.nn.functional as F
 
 from ..media import load_ref
 from ..models.base import GenerationSettings, ModelError
+from ..models.emu3 import teacher_forced_logits as emu3_teacher_forced_logits
 from ..models.janus import (
     build_prompt_inputs,
     embed_generated,
@@ -242,14 +243,7 @@ class _Emu3(_Family):
         return self.adapter.prompt_inputs(prompt, None)
 
     def losses(self, f: Forced) -> tuple[torch.Tensor, torch.Tensor]:
-        inputs = dict(f.prompt_inputs)
-        prompt_ids = inputs["input_ids"]
-        gen = torch.tensor([f.tokens[:-1]], dtype=prompt_ids.dtype, device=prompt_ids.device)
-        inputs["input_ids"] = torch.cat([prompt_ids, gen], 1)
-        if "attention_mask" in inputs:
-            am = inputs["attention_mask"]
-            inputs["attention_mask"] = torch.cat([am, torch.ones_like(gen, dtype=am.dtype)], 1)
-        logits = self.model(**inputs).logits[0, prompt_ids.shape[1] - 1 :]
+        logits = emu3_teacher_forced_logits(self.model, f.prompt_inputs, f.tokens)
         return self.split_ce(f, lambda m: logits[m], lambda m: logits[m], logits.device)
 
 
