@@ -278,16 +278,20 @@ def manifest(opts: ScoreOptions, revision: str, scorer: Scorer) -> dict[str, Any
 def pair_inputs(
     opts: ScoreOptions,
 ) -> tuple[
-    list[Sample], list[Prediction], list[Prediction], tuple[list[Problem], list[Problem], str]
+    list[Sample],
+    list[Prediction],
+    list[Prediction],
+    tuple[list[Problem], list[Problem], str, list[str]],
 ]:
-    """The samples both ``--predictions`` (A) and ``--predictions-b`` (B) answered, aligned, and
-    the problems of each side and the data revision."""
+    """The samples both ``--predictions`` (A) and ``--predictions-b`` (B) answered, aligned; then
+    the problems of each side, the data revision and the two models' names."""
     if opts.predictions_b is None:
         raise ScoreError("opening_pairwise compares two models: pass --predictions-b too")
     samples, preds_a, problems, revision = load_inputs(opts)
     _, preds_b, problems_b, _ = load_inputs(replace(opts, predictions=opts.predictions_b))
     by_b = {p.sample_id: p for p in preds_b}
     missing = ("no output file", "no prediction")  # not answered by one side: not a match
+    models = sorted({preds_a[0].model if preds_a else "A", preds_b[0].model if preds_b else "B"})
     kept = [
         (s, a, by_b[s.id])
         for s, a in zip(samples, preds_a, strict=True)
@@ -297,7 +301,7 @@ def pair_inputs(
         [k[0] for k in kept],
         [k[1] for k in kept],
         [k[2] for k in kept],
-        (problems, problems_b, revision),
+        (problems, problems_b, revision, models),
     )
 
 
@@ -313,7 +317,7 @@ def run_pairwise(
     from .scorers.opening import OpenINGPairwiseScorer
 
     claimed = claim_folder(opts.out, "score", score_identity(opts), {})
-    samples, preds_a, preds_b, (problems, problems_b, revision) = pair_inputs(opts)
+    samples, preds_a, preds_b, (problems, problems_b, revision, models) = pair_inputs(opts)
     pairs = list(zip(samples, preds_a, preds_b, strict=True))
     engine = build_engine(opts)
     scorer = build_scorer(opts, engine)
@@ -346,9 +350,7 @@ def run_pairwise(
         "protocol": scorer.protocol_version,
         "judge": engine.model,
         "comparable": bool(scorer.comparable),
-        "models": sorted(
-            {preds_a[0].model if preds_a else "A", preds_b[0].model if preds_b else "B"}
-        ),
+        "models": models,
         "win_rates": OpenINGPairwiseScorer.rates(judgments),
         "counts": {
             "valid": counts.get("ok", 0),
