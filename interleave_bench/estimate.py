@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from .judges.cache import JudgmentCache
 from .judges.engine import JudgeEngine
 from .judges.request import JudgeReply, JudgeRequest
 from .scorers.base import run_sync
@@ -26,19 +27,20 @@ class CostEstimate:
     max_output_tokens: int
     cost_input: float  # USD for the input alone
     cost_max: float  # USD if every reply used its max_tokens
-    priced: bool  # False: the judge model is not in the price table (costs are 0)
+    priced: bool  # False: the API judge is not in the price table (costs show as 0)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
 class _Counting:
-    """A judge backend that records what it is asked and sends nothing."""
+    """A judge backend that records what it is asked and sends nothing; ``api`` is the API judge
+    whose price table it applies (None: a local judge, free)."""
 
-    def __init__(self, backend: Any) -> None:
-        self.model = backend.model
-        self.parallelism = getattr(backend, "parallelism", 16)
-        self._cost = getattr(backend, "cost", None)
+    def __init__(self, model: str, api: Any = None) -> None:
+        self.model = model
+        self.parallelism = 16
+        self.api = api
         self.requests = self.prompt_tokens = self.max_output_tokens = 0
         self.cost_input = self.cost_max = 0.0
 
@@ -47,11 +49,9 @@ class _Counting:
         prompt = request.approx_prompt_tokens()
         self.prompt_tokens += prompt
         self.max_output_tokens += request.max_tokens
-        if self._cost is not None:
-            self.cost_input += self._cost({"prompt_tokens": prompt})
-            self.cost_max += self._cost(
-                {"prompt_tokens": prompt, "completion_tokens": request.max_tokens}
-            )
+        if self.api is not None:
+            self.cost_input += self.api.cost({"prompt_tokens": prompt})
+            self.cost_max += self.api.estimate_cost(request)
         return JudgeReply("error", error="not sent: estimate only")
 
     async def preflight(self) -> JudgeReply:
@@ -73,10 +73,14 @@ def estimate_score(opts: Any) -> CostEstimate:
     if opts.protocol not in JUDGE_PROTOCOLS + PAIRWISE_PROTOCOLS:
         raise ScoreError(f"--estimate is for judge protocols; {opts.protocol} calls no judge")
     cache_file = opts.out / "judgments.sqlite"
-    real = build_engine(opts, with_cache=cache_file.is_file())
-    assert real is not None
-    counting = _Counting(real.backend)
-    engine = JudgeEngine(counting, real.cache)
+    cache = JudgmentCache(cache_file) if cache_file.is_file() else None
+    if opts.judge_local is not None:  # named as the run would name it; never loaded to count
+        counting = _Counting(str(opts.judge_local))
+    else:  # the API client opens no connection until a call
+        api = build_engine(opts, with_cache=False)
+        assert api is not None
+        counting = _Counting(api.model, api.backend)
+    engine = JudgeEngine(counting, cache)
     scorer = build_scorer(opts, engine)
 
     async def go() -> list[Any]:
@@ -90,11 +94,9 @@ def estimate_score(opts: Any) -> CostEstimate:
             await scorer.aclose()
 
     judgments = run_sync(go())
-    priced = getattr(real.backend, "config", None) is not None and real.model in getattr(
-        real.backend.config, "prices", {}
-    )
+    api = counting.api
     return CostEstimate(
-        judge=real.model,
+        judge=counting.model,
         items=len(judgments),
         cached=engine.stats.cache_hits,
         requests=counting.requests,
@@ -102,5 +104,5 @@ def estimate_score(opts: Any) -> CostEstimate:
         max_output_tokens=counting.max_output_tokens,
         cost_input=round(counting.cost_input, 6),
         cost_max=round(counting.cost_max, 6),
-        priced=priced,
+        priced=api is None or api.model in api.config.prices,  # a local judge is free
     )

@@ -120,3 +120,15 @@ def test_eval_takes_the_budget_too(tiny_janus, tmp_path, monkeypatch):
         assert code == 0 and len(server.requests) == 1 + 1 + 2  # preflight again, then the two
     mmie = next(r for r in res["results"] if r["scorer"] == "mmie")
     assert mmie["counts"]["valid"] == 2 and mmie["counts"]["error"] == 0
+
+
+def test_estimate_for_a_local_judge_counts_without_loading_it(tmp_path):
+    """A local judge is never loaded just to count (the path here holds no model at all)."""
+    preds, prompts = mmie_predictions(tmp_path)
+    code, est = cli_json(
+        "score", "--bench", "mmie", "--predictions", str(preds), "--protocol", "mmie",
+        "--protocol-file", str(prompts), "--allow-unofficial", "--out", str(tmp_path / "out"),
+        "--judge-local", str(tmp_path / "no-model-here"), "--estimate",
+    )  # fmt: skip
+    assert code == 0 and est["requests"] == 15 and est["cost_max"] == 0 and est["priced"]
+    assert est["judge"] == str(tmp_path / "no-model-here")

@@ -74,7 +74,7 @@ class RateLimiter:
         self.active = bool(rpm or tpm)
 
     async def acquire(self, tokens: int) -> None:
-        if not self.rpm and not self.tpm:
+        if not self.active:
             return
         async with self._lock:
             while True:
