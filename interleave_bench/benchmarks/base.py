@@ -291,7 +291,8 @@ class Benchmark:
             base = cache_home() / "extracted" / f"{self.name}-{digest}"
         problems: list[Problem] = []
         for archive, sub in targets:
-            report = archives.extract(archive, base / sub if sub else base)
+            # image archives may only add images: never the data or provenance files
+            report = archives.extract(archive, base / sub if sub else base, images_only=True)
             problems.extend(report.problems)
         return base, problems
 
@@ -341,9 +342,6 @@ def import_archive(
     with open(archive, "rb") as f:
         while chunk := f.read(1 << 20):
             digest.update(chunk)
-    (dest / SOURCE_FILE).write_text(
-        json.dumps(
-            {"source": f"archive {archive.name}", "revision": f"sha256:{digest.hexdigest()}"}
-        )
-    )
+    meta = {"source": f"archive {archive.name}", "revision": f"sha256:{digest.hexdigest()}"}
+    archives.write_file(dest, SOURCE_FILE, json.dumps(meta).encode())
     return dest, report.problems

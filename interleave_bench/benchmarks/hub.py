@@ -24,6 +24,7 @@ def download_snapshot(
     from huggingface_hub import HfApi, snapshot_download
     from huggingface_hub import errors as hf_errors
 
+    from .archives import write_file
     from .base import SOURCE_FILE
 
     url = (
@@ -63,13 +64,7 @@ def download_snapshot(
             f"cannot download {spec.repo_id}: {type(e).__name__}: "
             f"{str(e).splitlines()[0] if str(e) else ''}"
         ) from None
-    dest.mkdir(parents=True, exist_ok=True)
-    (dest / SOURCE_FILE).write_text(
-        json.dumps(
-            {
-                "source": f"hf://{spec.repo_type}s/{spec.repo_id}",
-                "revision": commit,
-            }
-        )
-    )
+    # a symlink planted under the provenance file's name is replaced, never written through
+    meta = {"source": f"hf://{spec.repo_type}s/{spec.repo_id}", "revision": commit}
+    write_file(dest, SOURCE_FILE, json.dumps(meta).encode())
     return str(commit)

@@ -1,7 +1,7 @@
 """Resolving image paths from untrusted rows, inside the data root and nowhere else.
 
 A row's path is refused when it is absolute, climbs out with ``..``, or reaches a file through a
-symlink that leads outside the root. Directories are listed once and cached, so checking 26,000
+symlink (to the file or to a folder on the way) that leads outside the root. Directories are listed once and cached, so checking 26,000
 images costs a handful of ``scandir`` calls rather than 26,000 ``stat``s.
 """
 
@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 _FILE, _LINK, _OTHER = 0, 1, 2
+_OUTSIDE = "outside"  # a listing for a folder whose real path leaves the allowed roots
+_Listing = tuple[dict[str, int], dict[str, str]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,18 +34,22 @@ class DataRoot:
     def __init__(self, bases: list[Path], allowed: list[Path] | None = None) -> None:
         self.bases = [os.path.realpath(b) for b in bases]
         self.allowed = [os.path.realpath(a) for a in (allowed or bases)]
-        self._listing: dict[tuple[int, str], tuple[dict[str, int], dict[str, str]] | None] = {}
+        self._listing: dict[tuple[int, str], _Listing | str | None] = {}
 
     def _inside(self, real: str) -> bool:
         return any(real == a or real.startswith(a + os.sep) for a in self.allowed)
 
-    def _list(self, base_i: int, rel_dir: str) -> tuple[dict[str, int], dict[str, str]] | None:
+    def _list(self, base_i: int, rel_dir: str) -> _Listing | str | None:
+        """The folder's entries, None when it cannot be listed, ``_OUTSIDE`` when it exists but a
+        symlink on the way leads out of the allowed roots."""
         key = (base_i, rel_dir)
         if key in self._listing:
             return self._listing[key]
-        listing: tuple[dict[str, int], dict[str, str]] | None = None
+        listing: _Listing | str | None = None
         full = os.path.join(self.bases[base_i], rel_dir) if rel_dir else self.bases[base_i]
-        if self._inside(os.path.realpath(full)):
+        if not self._inside(os.path.realpath(full)):
+            listing = _OUTSIDE  # only a symlink can lead out: ``..`` was refused already
+        else:
             try:
                 names: dict[str, int] = {}
                 lower: dict[str, str] = {}
@@ -84,6 +90,13 @@ class DataRoot:
             listing = self._list(i, rel_dir)
             if listing is None:
                 continue
+            if listing == _OUTSIDE:
+                return Resolved(
+                    None,
+                    f"image path {source!r} goes through a folder symlink leading outside the "
+                    "data root",
+                )
+            assert not isinstance(listing, str)
             names, lower = listing
             actual = name if name in names else lower.get(name.lower())
             if actual is None:
