@@ -24,7 +24,7 @@ from .judges.engine import JudgeEngine
 from .predictions import load_mmie_predictions, load_opening_outputs, load_prediction_records
 from .runs import claim_folder
 from .scorers.base import Scorer, run_sync
-from .types import Judgment, Prediction, Result, Sample
+from .types import ImageRef, Interleaved, Judgment, Prediction, Result, Sample, Segment
 
 JUDGE_PROTOCOLS = ("mmie", "interleaved_eval", "opening_scores")
 OFFLINE_PROTOCOLS = ("structure", "text_similarity", "clip_score")
@@ -73,7 +73,11 @@ def load_inputs(opts: ScoreOptions) -> tuple[list[Sample], list[Prediction], lis
         raise DataError(f"{p}: no such file or folder")
     if p.is_file() and p.suffix == ".json" and bench == "mmie":
         samples, preds, problems = load_mmie_predictions(p)
-        return samples, preds, problems, f"sha256 of {p.name}"
+        if opts.data is None:
+            return samples, preds, problems, f"sha256 of {p.name}"
+        copy = load_benchmark(opts.bench, opts.data, download=False)
+        samples, preds = match_answers(p, samples, preds, list(copy))
+        return samples, preds, problems + copy.problems, copy.info.revision
     data = load_benchmark(opts.bench, opts.data, download=opts.data is None)
     if p.is_dir() and (p / "predictions.jsonl").is_file():
         p = p / "predictions.jsonl"
@@ -87,6 +91,63 @@ def load_inputs(opts: ScoreOptions) -> tuple[list[Sample], list[Prediction], lis
             "a predictions.jsonl, or an OpenING <MODEL>_output/ folder)"
         )
     return samples, preds, problems, data.info.revision
+
+
+def _question(s: Sample) -> list[tuple[str, str | None]]:
+    return [(g.kind, g.text if g.image is None else g.image.source) for g in s.input]
+
+
+def match_answers(
+    path: Path, answered: list[Sample], preds: list[Prediction], trusted: list[Sample]
+) -> tuple[list[Sample], list[Prediction]]:
+    """With ``--data``: the benchmark copy's samples, each paired with its answer from the MMIE
+    answers file ``path``, so the run is on that copy's revision; a row whose id, question or
+    reference answer is not the copy's is refused (answers made on another revision)."""
+    by_id = {s.id: s for s in trusted}
+    for s in answered:
+        t = by_id.get(s.id)
+        if t is None:
+            raise DataError(f"{path.name} row {s.id}: id: not in the --data copy of the benchmark")
+        for field_name, mine, theirs in (
+            ("question", _question(t), _question(s)),
+            ("gt_answer", t.metadata.get("gt_answer"), s.metadata.get("gt_answer")),
+        ):
+            if mine != theirs:
+                raise DataError(
+                    f"{path.name} row {s.id}: {field_name}: differs from the --data copy; pass "
+                    "the copy the answers were made from"
+                )
+    answer = {p.sample_id: p for p in preds}
+    model = preds[0].model if preds else "unknown"
+    return trusted, [
+        answer.get(t.id) or Prediction(t.id, model, Interleaved(), error="no prediction")
+        for t in trusted
+    ]
+
+
+def save_predictions(out: Path, preds: list[Prediction]) -> None:
+    """Write ``out/predictions.jsonl`` with every output image copied into ``out/images`` by
+    content hash, so the run folder alone holds what was judged (a leaderboard audit re-judges
+    from it) and no path of this machine is written."""
+    from .media import ImageError, ImageStore, ref_path
+
+    store = ImageStore(out / "images")
+
+    def keep(ref: ImageRef) -> ImageRef:
+        try:
+            if ref.missing:
+                raise ImageError("missing")
+            return ImageRef(sha256=store.put_file(ref_path(ref)).sha256, source=ref.source)
+        except (ImageError, OSError):
+            return ImageRef(sha256=ref.sha256, source=ref.source or "unavailable", missing=True)
+
+    lines = []
+    for p in preds:
+        segs = [Segment.of_image(keep(g.image)) if g.image is not None else g for g in p.output]
+        lines.append(json.dumps(replace(p, output=Interleaved(segs)).to_dict(), ensure_ascii=False))
+    tmp = out / ".predictions.jsonl.tmp"
+    tmp.write_text("".join(x + "\n" for x in lines), encoding="utf-8")
+    tmp.replace(out / "predictions.jsonl")
 
 
 def build_scorer(opts: ScoreOptions, engine: JudgeEngine | None) -> Scorer:
@@ -188,6 +249,7 @@ def run_score(
 ) -> tuple[Result, list[Judgment], list[Problem], JudgeEngine | None]:
     claimed = claim_folder(opts.out, "score", score_identity(opts), {})
     samples, preds, problems, revision = load_inputs(opts)
+    save_predictions(opts.out, preds)
     engine = build_engine(opts)
     scorer = build_scorer(opts, engine)
     finished = (opts.out / "results.json").is_file()

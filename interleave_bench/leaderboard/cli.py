@@ -44,7 +44,7 @@ def show_cmd(
     """Print a leaderboard: per-category columns, intervals, the comparable flag and sources."""
     from ..cli import err, fail, out, print_json
     from .schema import BoardError
-    from .show import SortError, flat, ordered
+    from .show import SortError, flat, ordered, row_status
     from .store import leaderboards_dir, load_board
 
     try:
@@ -68,6 +68,8 @@ def show_cmd(
         table.add_column("95% CI", no_wrap=True)
         table.add_column("n", justify="right", no_wrap=True)
         table.add_column("comparable", min_width=3)
+        table.add_column("status", no_wrap=True)
+        table.add_column("coverage", justify="right", no_wrap=True)
         table.add_column("date", no_wrap=True)
         table.add_column("source", max_width=40)  # wraps; no_wrap here makes rich squeeze others
         for r in rows:
@@ -82,6 +84,8 @@ def show_cmd(
                 Text(
                     "yes" if r["comparable"] else "no", style="green" if r["comparable"] else "red"
                 ),
+                Text(row_status(r), style="green" if row_status(r) == "verified" else ""),
+                Text("–" if r.get("coverage") is None else f"{_cells(r['coverage'])}%"),
                 Text(r["date"]),
                 Text(r["source"]),
             )
@@ -106,12 +110,74 @@ def submit_cmd(
     report: Annotated[
         bool, typer.Option("--report/--no-report", help="Render a sample report for the row.")
     ] = True,
+    audit: Annotated[
+        int,
+        typer.Option(
+            "--audit",
+            min=0,
+            help="Re-judge N seeded-random judged items with the run's judge; the row is "
+            "'verified' only when all agree (0: no audit, the row is 'self-reported').",
+        ),
+    ] = 0,
+    audit_seed: Annotated[
+        int | None,
+        typer.Option("--audit-seed", min=0, help="Seed of the draw (default: random; recorded)."),
+    ] = None,
+    audit_tolerance: Annotated[
+        float,
+        typer.Option(
+            "--audit-tolerance",
+            min=0.0,
+            help="Largest allowed difference per score (default 0: exact, as parsed integer "
+            "scores at temperature 0 are; raise it only for a sampling judge).",
+        ),
+    ] = 0.0,
+    judge_model: Annotated[
+        str | None, typer.Option("--judge-model", help="Audit: the judge model (the run's).")
+    ] = None,
+    judge_base_url: Annotated[
+        str | None, typer.Option("--judge-base-url", help="Audit: OpenAI-compatible base URL.")
+    ] = None,
+    judge_key_env: Annotated[
+        str, typer.Option("--judge-key-env", help="Audit: variable holding the API key.")
+    ] = "OPENAI_API_KEY",
+    judge_transport: Annotated[
+        str, typer.Option("--judge-transport", help="Audit: sdk or aiohttp.")
+    ] = "sdk",
+    protocol_file: Annotated[
+        Path | None,
+        typer.Option("--protocol-file", help="Audit: the prompt file the run was judged with."),
+    ] = None,
+    allow_unofficial: Annotated[
+        bool, typer.Option("--allow-unofficial", help="Audit: accept unofficial prompts.")
+    ] = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Validate a run and, when every check passes, write its row under leaderboards/submissions/."""
-    from ..cli import err, out, print_json
+    """Validate a run and, when every check passes, write its row under leaderboards/submissions/.
+
+    With --audit N the submitted judgments are spot-checked by re-judging; exit 1 lists every
+    problem (a failed audit names each disagreeing sample with both scores)."""
+    from ..cli import err, fail, out, print_json
+    from .audit import AuditRequest
     from .submit import validate_submission
 
+    request = None
+    if audit:
+        if not judge_model:
+            raise fail("--audit needs --judge-model (and --judge-base-url for a local server)", 2)
+        if judge_transport not in ("sdk", "aiohttp"):
+            raise fail("--judge-transport must be sdk or aiohttp", 2)
+        request = AuditRequest(
+            n=audit,
+            judge_model=judge_model,
+            judge_base_url=judge_base_url,
+            judge_key_env=judge_key_env,
+            judge_transport=judge_transport,
+            seed=audit_seed,
+            tolerance=audit_tolerance,
+            protocol_file=protocol_file,
+            allow_unofficial=allow_unofficial,
+        )
     outcome = validate_submission(
         run,
         bench.partition(":")[0],
@@ -120,14 +186,22 @@ def submit_cmd(
         data=data,
         leaderboards=lb_dir,
         report=report,
+        audit=request,
     )
     if as_json:
         print_json(outcome.to_dict())
     elif outcome.ok:
         row = outcome.row or {}
+        a = row.get("audit") or {}
+        how = (
+            f"verified: {a.get('agreed')} of {a.get('n')} re-judged items agree, seed "
+            f"{a.get('seed')}"
+            if row.get("status") == "verified"
+            else "self-reported: not audited (pass --audit N to verify)"
+        )
         out.print(
             f"accepted: {row.get('model')} overall {row.get('overall')} (scale {row.get('scale')}, "
-            f"comparable: {row.get('comparable')})",
+            f"coverage {row.get('coverage')}%, comparable: {row.get('comparable')}, {how})",
             markup=False,
             highlight=False,
         )

@@ -33,7 +33,9 @@ _DATA_SUFFIXES = {
     ".md",
     ".tmp",
 }
-_OTHER_NAMES = re.compile(r"^(done(\.rank\d+)?|.*\.sqlite(-wal|-shm|-journal)?)$")
+_OTHER_NAMES = re.compile(
+    r"^(done(\.rank\d+)?|\.lock(\.rank\d+)?|.*\.sqlite(-wal|-shm|-journal)?)$"
+)
 _PICKLE_SUFFIXES = {".pkl", ".pickle", ".pt", ".pth", ".ckpt", ".joblib", ".npy", ".npz", ".bin"}
 _MARKER = re.compile(r"^\.ibench-extracted-.*\.json$")
 
@@ -100,7 +102,7 @@ def check_tree(root: Path, limits: Limits) -> list[str]:
             elif suffix not in _DATA_SUFFIXES and not _OTHER_NAMES.match(name):
                 problems.append(
                     f"{rel}: file type not accepted (code and unknown files are refused; allowed: "
-                    f"{', '.join(sorted(_DATA_SUFFIXES))}, *.sqlite, done markers)"
+                    f"{', '.join(sorted(_DATA_SUFFIXES))}, *.sqlite, done markers, run-folder locks)"
                 )
     if files > limits.max_files:
         problems.append(f"submission holds {files} files; the limit is {limits.max_files}")

@@ -38,8 +38,13 @@ RESERVED = frozenset(
         "extra",
         "evidence",
         "scores",
+        "status",
+        "audit",
+        "coverage",
     ]
 )
+STATUSES = ("verified", "self-reported")
+DEFAULT_MIN_COVERAGE = 99.0  # percent of a benchmark's samples validly judged, for comparable
 _KEY = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 _DATE = re.compile(r"^\d{4}-(0[1-9]|1[0-2])(-(0[1-9]|[12]\d|3[01]))?$")
 _SCALE = re.compile(r"^(-?\d+(?:\.\d+)?)-(-?\d+(?:\.\d+)?)$")
@@ -66,6 +71,9 @@ _ROW_OPTIONAL = {
     "report": str,
     "extra": dict,
     "evidence": dict,
+    "status": str,
+    "audit": dict,
+    "coverage": (int, float),
 }
 _BOARD_KEYS = {
     "schema_version",
@@ -112,6 +120,12 @@ class Board:
     @property
     def column_keys(self) -> list[str]:
         return [c.key for c in self.columns]
+
+    @property
+    def min_coverage(self) -> float:
+        """Percent of samples a submission must judge validly to be comparable
+        (``official.min_coverage``, default 99)."""
+        return float(self.official.get("min_coverage", DEFAULT_MIN_COVERAGE))
 
 
 def parse_scale(scale: str) -> tuple[float, float] | None:
@@ -185,6 +199,15 @@ def validate_row(
     report = row.get("report")
     if report is not None and not (safe_url(report) or _REPORT.match(report)):
         out.append(f"{where}.report: expected an http(s) URL or a plain NAME.html file name")
+    if row.get("status") is not None and row["status"] not in STATUSES:
+        out.append(f"{where}.status: expected one of {STATUSES}")
+    if row.get("status") is not None and row["provenance"] != "submission":
+        out.append(f"{where}.status: only a submission has a verification status")
+    if row.get("status") == "verified" and not row.get("audit"):
+        out.append(f"{where}.status: verified, but no audit is recorded")
+    cov = row.get("coverage")
+    if cov is not None and not (is_number(cov) and 0 <= cov <= 100):
+        out.append(f"{where}.coverage: expected a percent between 0 and 100")
     if row.get("n") is not None and row["n"] < 0:
         out.append(f"{where}.n: must not be negative")
     scale = parse_scale(row["scale"])
@@ -254,6 +277,10 @@ def parse_board(data: Any, where: str) -> Board:
     official = data.get("official")
     if not isinstance(official, Mapping) or not isinstance(official.get("protocol"), str):
         out.append("official: expected an object with protocol, judge, scale")
+    elif "min_coverage" in official and not (
+        is_number(official["min_coverage"]) and 0 <= official["min_coverage"] <= 100
+    ):
+        out.append("official.min_coverage: expected a percent between 0 and 100")
     columns: list[Column] = []
     cols = data.get("columns")
     if not isinstance(cols, list) or not cols:

@@ -35,6 +35,14 @@ def resolve_sort(board: Board, column: str | None) -> str:
     raise SortError(f"unknown column {column!r}; choose from {', '.join(sort_keys(board))}")
 
 
+def row_status(row: dict[str, Any]) -> str:
+    """``verified`` or ``self-reported`` for a submission (an older row without a status was
+    never audited), else the provenance of a published row."""
+    if row["provenance"] == "submission":
+        return "verified" if row.get("status") == "verified" else "self-reported"
+    return row["provenance"]
+
+
 def flat(board: Board, row: dict[str, Any]) -> dict[str, Any]:
     """One row for JSON: ``model``, every score column at top level, the overall, then
     provenance fields."""
@@ -50,6 +58,9 @@ def flat(board: Board, row: dict[str, Any]) -> dict[str, Any]:
             "protocol": row["protocol"],
             "judge": row["judge"],
             "comparable": row["comparable"],
+            "status": row_status(row),
+            "coverage": row.get("coverage"),
+            "audit": row.get("audit"),
             "provenance": row["provenance"],
             "source": row["source"],
             "source_url": row.get("source_url"),

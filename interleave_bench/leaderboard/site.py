@@ -21,7 +21,7 @@ from ..report.assets import content_security_policy
 from ..report.html import esc
 from ..report.svg import bar_chart, fmt_num
 from .schema import Board, safe_url
-from .show import ordered
+from .show import ordered, row_status
 from .site_assets import CSS, JS
 from .store import board_names, load_board
 
@@ -101,6 +101,21 @@ def _model_td(row: dict[str, Any], report_href: str | None) -> str:
     return f'<td class="model" data-v="{esc(row["model"])}">{"".join(bits)}</td>'
 
 
+def _status_td(row: dict[str, Any]) -> str:
+    status = row_status(row)
+    audit = row.get("audit") or {}
+    title = (
+        f"{audit.get('agreed')} of {audit.get('n')} re-judged items agree (seed "
+        f"{audit.get('seed')}, judge {audit.get('judge_model')})"
+        if status == "verified"
+        else "not audited: its judgments are the submitter's own"
+        if status == "self-reported"
+        else ""
+    )
+    cls = {"verified": "yes", "self-reported": "no"}.get(status, "")
+    return f'<td data-v="{esc(status)}" title="{esc(title)}" class="{cls}">{esc(status)}</td>'
+
+
 def _table(board: Board, key: str, rows: list[dict[str, Any]], reports: dict[int, str]) -> str:
     head = [_th("model", "Model", "text")]
     head += [_th(c.key, c.label, "num") for c in board.columns]
@@ -109,6 +124,8 @@ def _table(board: Board, key: str, rows: list[dict[str, Any]], reports: dict[int
         "<th>95% CI</th>",
         _th("n", "n", "num"),
         _th("comparable", "Comparable", "text"),
+        _th("status", "Status", "text"),
+        _th("coverage", "Coverage %", "num"),
         _th("date", "Date", "text"),
         "<th>Source</th>",
     ]
@@ -127,6 +144,8 @@ def _table(board: Board, key: str, rows: list[dict[str, Any]], reports: dict[int
             f"<td>{esc(ci_s)}</td>",
             _num_td(r.get("n")),
             f'<td data-v="{comp}" title="{esc(r.get("note") or "")}" class="{comp}">{comp}</td>',
+            _status_td(r),
+            _num_td(r.get("coverage")),
             f'<td class="date" data-v="{esc(r["date"])}">{esc(r["date"])}</td>',
             f"<td>{source}</td>",
         ]
@@ -178,7 +197,10 @@ def board_page(board: Board, root: Path, out: Path, warnings: list[str]) -> str:
         + "".join(f"<tr><th>{esc(k)}</th><td>{esc(v or '–')}</td></tr>" for k, v in info)
         + '</table><p class="legend">Comparable: judged with the official protocol, judge and '
         "prompts on the whole benchmark. Grey bars are not comparable. Intervals are 95% "
-        "bootstrap intervals, shown only where per-sample judgments were checked.</p></div>",
+        "bootstrap intervals, shown only where per-sample judgments were checked. Status of a "
+        "submission: verified (a seeded-random sample re-judged with the same judge agreed) or "
+        "self-reported (not audited). Coverage: percent of the samples validly judged; "
+        f"under {board.min_coverage:g}% a row is not comparable.</p></div>",
     ]
     for key, rows in ordered(board):
         reports = {
@@ -195,7 +217,11 @@ def board_page(board: Board, root: Path, out: Path, warnings: list[str]) -> str:
 def index_page(boards: list[Board]) -> str:
     items = []
     for b in boards:
-        comparable = [r for r in b.rows if r["comparable"] and r.get("overall") is not None]
+        comparable = [
+            r
+            for r in b.rows
+            if r["comparable"] and r.get("overall") is not None and row_status(r) != "self-reported"
+        ]
         best = max(comparable, key=lambda r: r["overall"], default=None)
         top = f"{best['model']} ({fmt_num(best['overall'], 2)})" if best else "–"
         items.append(
@@ -205,7 +231,8 @@ def index_page(boards: list[Board]) -> str:
         )
     body = (
         "<h1>interleave_bench leaderboards</h1><p>Published results with their provenance and "
-        "submissions whose per-sample judgments recompute to their claims.</p>"
+        "submissions whose per-sample judgments recompute to their claims. Best comparable leaves "
+        "out self-reported submissions.</p>"
         "<table><tr><th>Benchmark</th><th>Rows</th><th>Comparable</th>"
         f"<th>Best comparable</th></tr>{''.join(items)}</table>"
     )

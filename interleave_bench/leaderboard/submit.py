@@ -25,6 +25,7 @@ from .. import __version__
 from ..benchmarks import DataError, load_benchmark
 from ..types import Judgment, Result, Sample
 from . import intake
+from .audit import AuditRequest, run_audit
 from .intake import Limits, open_submission
 from .runfiles import RunFiles, read_run, run_identity
 from .schema import BoardError, clean_text, validate_row
@@ -264,9 +265,12 @@ def validate_submission(
     leaderboards: Path | None = None,
     write: bool = True,
     report: bool = True,
+    audit: AuditRequest | None = None,
 ) -> Outcome:
     """Validate ``path`` for ``bench``; on success build the row and (``write``) add it to
-    ``leaderboards/submissions/<bench>/``."""
+    ``leaderboards/submissions/<bench>/``. With ``audit``, a seeded-random sample of the judged
+    items is re-judged first and the row is ``verified`` only when every one agrees; without
+    it the row is ``self-reported``."""
     spec = SPECS.get(bench)
     if spec is None:
         return Outcome(False, [f"no leaderboard accepts submissions for {bench!r}"])
@@ -306,7 +310,26 @@ def validate_submission(
         model = _model_name(name, run, ident, problems)
         if problems:
             return Outcome(False, problems)
+        record = None
+        if audit is not None:
+            record, problems = run_audit(
+                spec,
+                audit,
+                bench=ident["bench"],
+                samples=samples,
+                judgments=js,
+                predictions=run.predictions,
+                root=root,
+                judge=result.judge,
+                declared_hashes=declared["prompt_sha256"],
+            )
+            if problems:
+                return Outcome(False, problems)
+        declared["min_coverage"] = board.min_coverage
         row = _row(spec, run, ident, result, samples, js, model, label, declared)
+        row["status"] = "verified" if record is not None else "self-reported"
+        if record is not None:
+            row["audit"] = record
         problems = validate_row(row, board.column_keys, board.tables, "row")
         if problems:  # a declared source_url, date or note that the schema refuses
             return Outcome(False, problems)
@@ -338,12 +361,20 @@ def _row(
 ) -> dict[str, Any]:
     scores, overall, ci = spec.row_scores(samples, js)
     counts = Counter(j.status for j in js)
-    comparable = declared["claim"] and subset is None
+    # invalid, error and missing items all count against coverage: none can be dropped
+    coverage = round(100.0 * counts.get("ok", 0) / len(samples), 2) if samples else 0.0
+    enough = coverage >= declared["min_coverage"]
+    comparable = declared["claim"] and subset is None and enough
     decl = run.declaration
     if comparable:
         note = "Submission: official protocol, judge and prompts; every sample judged."
-    elif declared["claim"]:
+    elif declared["claim"] and subset is not None:
         note = f"Submission on the subset {subset!r}: not comparable with full-benchmark rows."
+    elif declared["claim"]:
+        note = (
+            f"Submission judged validly on {coverage:g}% of the samples, under this board's "
+            f"{declared['min_coverage']:g}% threshold: not comparable."
+        )
     else:
         note = "Submission not claimed comparable: prompts, judge or protocol not all official."
     row: dict[str, Any] = {
@@ -358,6 +389,7 @@ def _row(
         "source": decl.get("source") or "ibench leaderboard submit",
         "date": decl.get("date") or _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d"),
         "comparable": comparable,
+        "coverage": coverage,
         "provenance": "submission",
         "note": (decl.get("note") + " " if decl.get("note") else "") + note,
         "evidence": {
