@@ -56,6 +56,7 @@ class ScoreOptions:
     tokens_per_minute: float | None = None
     max_retries: int = 6
     deadline: float | None = None
+    max_retry_wait: float = 60.0  # seconds: the longest one wait between judge attempts
     price_table: Path | None = None
     max_cost: float | None = None  # USD: no request is sent that could take the cost past it
     preflight: bool = True
@@ -216,6 +217,7 @@ def build_engine(opts: ScoreOptions, *, with_cache: bool = True) -> JudgeEngine 
         tokens_per_minute=opts.tokens_per_minute,
         max_retries=opts.max_retries,
         deadline=opts.deadline,
+        max_retry_wait=opts.max_retry_wait,
         transport=opts.judge_transport,
     )
     if opts.price_table is not None:

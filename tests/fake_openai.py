@@ -31,6 +31,7 @@ class Reply:
     message: str = ""
     prompt_tokens: int = 100
     completion_tokens: int = 20
+    choices: list[Any] | None = None  # sent verbatim instead of one choice with `content`
 
 
 @dataclass
@@ -122,7 +123,9 @@ class FakeOpenAI:
                                 "finish_reason": "stop",
                                 "message": {"role": "assistant", "content": reply.content},
                             }
-                        ],
+                        ]
+                        if reply.choices is None
+                        else reply.choices,
                         "usage": {
                             "prompt_tokens": reply.prompt_tokens,
                             "completion_tokens": reply.completion_tokens,

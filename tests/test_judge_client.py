@@ -1,12 +1,18 @@
 """The OpenAI-compatible client against a real HTTP server on 127.0.0.1 with injected faults."""
 
 import asyncio
+import email.utils
 import time
 
 import pytest
 from fake_openai import FakeOpenAI, Reply, user_text
 
-from interleave_bench.judges.client import JudgeConfig, JudgeUnavailable, OpenAIJudge
+from interleave_bench.judges.client import (
+    JudgeConfig,
+    JudgeUnavailable,
+    OpenAIJudge,
+    retry_after_seconds,
+)
 from interleave_bench.judges.request import JudgeRequest, Part
 
 REQ = JudgeRequest((Part.of_text("Rate this."),), max_tokens=16)
@@ -78,11 +84,89 @@ def test_transient_faults_are_retried(fault):
     assert len(server.requests) == 3
 
 
+def recorded_waits(j):
+    """Make ``j`` record each wait between attempts instead of sleeping it."""
+    waits = []
+
+    async def sleep(seconds):
+        waits.append(seconds)
+        await asyncio.sleep(0)
+
+    j.sleep = sleep
+    return waits
+
+
 def test_retry_after_is_honoured():
     with FakeOpenAI(scripted(Reply(status=429, headers={"Retry-After": "1"}))) as server:
-        t0 = time.monotonic()
-        r = run(judge(server).complete(REQ))
-    assert r.status == "ok" and time.monotonic() - t0 >= 0.95
+        j = judge(server)
+        waits = recorded_waits(j)
+        r = run(j.complete(REQ))
+    assert r.status == "ok" and r.attempts == 2 and waits == [1.0]
+
+
+def test_unparseable_retry_after_falls_back_to_backoff():
+    """``Retry-After: soon`` used to raise out of the client and end the whole run."""
+    soon = Reply(status=429, headers={"Retry-After": "soon"})
+    with FakeOpenAI(scripted(soon, soon)) as server:
+        j = judge(server)  # backoff_base 0.01, backoff_max 0.05
+        waits = recorded_waits(j)
+        r = run(j.complete(REQ))
+    assert r.status == "ok" and r.attempts == 3 and len(server.requests) == 3
+    assert len(waits) == 2 and all(0 < w <= 0.05 for w in waits)
+
+
+def test_huge_retry_after_is_capped():
+    """``Retry-After: 86400`` used to sleep a day; the wait is capped by ``max_retry_wait``."""
+    with FakeOpenAI(scripted(Reply(status=503, headers={"Retry-After": "86400"}))) as server:
+        j = judge(server, max_retry_wait=0.2)
+        waits = recorded_waits(j)
+        r = run(j.complete(REQ))
+    assert r.status == "ok" and r.attempts == 2 and waits == [0.2]
+
+
+def test_http_date_retry_after_is_parsed():
+    when = email.utils.formatdate(time.time() + 30, usegmt=True)
+    with FakeOpenAI(scripted(Reply(status=429, headers={"Retry-After": when}))) as server:
+        j = judge(server)
+        waits = recorded_waits(j)
+        r = run(j.complete(REQ))
+    assert r.status == "ok" and len(waits) == 1 and 25 < waits[0] <= 30
+
+
+def test_retry_after_never_waits_past_the_deadline():
+    """A wait that would end after the deadline is not slept: the call gives up at once."""
+    with FakeOpenAI(lambda body: Reply(status=429, headers={"Retry-After": "30"})) as server:
+        j = judge(server, deadline=5.0, max_retries=100)
+        waits = recorded_waits(j)
+        r = run(j.complete(REQ))
+    assert r.status == "error" and "deadline" in r.error and "429" in r.error
+    assert waits == [] and r.attempts == 1 and len(server.requests) == 1
+
+
+@pytest.mark.parametrize(
+    ("value", "seconds"),
+    [
+        ("7", 7.0),
+        ("2.5", 2.5),
+        (" 3 ", 3.0),
+        ("-5", 0.0),
+        ("soon", None),
+        ("", None),
+        ("inf", None),
+        ("nan", None),
+        ("Wed, 21 Oct 2015 07:28:00 GMT", 0.0),  # in the past: retry now
+        ("Mon, 32 Foo 2015 99:99:99 GMT", None),
+    ],
+)
+def test_retry_after_header_values(value, seconds):
+    assert retry_after_seconds({"retry-after": value}) == seconds
+
+
+def test_retry_after_ms_and_zoneless_http_date():
+    assert retry_after_seconds({"retry-after-ms": "250", "retry-after": "9"}) == 0.25
+    assert retry_after_seconds({"retry-after-ms": "later", "retry-after": "9"}) == 9.0
+    naive = email.utils.formatdate(time.time() + 60).rsplit(" ", 1)[0] + " -0000"
+    assert 55 < retry_after_seconds({"retry-after": naive}) <= 60
 
 
 def test_other_4xx_fail_at_once():
@@ -122,8 +206,49 @@ def test_seed_rejected_is_dropped_once():
     assert ["seed" in body for body in server.requests] == [True, False, False]
 
 
-def test_empty_content_is_ok_transport():
-    with FakeOpenAI(scripted(Reply(content=None))) as server:
+@pytest.mark.parametrize(
+    ("reply", "reason"),
+    [
+        (Reply(content=None), "the reply has no content (finish_reason stop)"),
+        (Reply(choices=[]), "malformed response: no choices in the reply"),
+        (
+            Reply(
+                choices=[
+                    {
+                        "index": 0,
+                        "finish_reason": "content_filter",
+                        "message": {"role": "assistant", "content": None},
+                    }
+                ]
+            ),
+            "the reply has no content (finish_reason content_filter)",
+        ),
+        (
+            Reply(
+                choices=[
+                    {
+                        "index": 0,
+                        "finish_reason": "stop",
+                        "message": {"role": "assistant", "content": None, "refusal": "No."},
+                    }
+                ]
+            ),
+            "the judge refused (finish_reason stop): No.",
+        ),
+    ],
+)
+def test_reply_without_content_is_an_error_with_reason(reply, reason):
+    """It used to be an ``ok`` reply with text "", which the cache then kept for good."""
+    with FakeOpenAI(scripted(reply)) as server:
+        r = run(judge(server, model="gpt-4o").complete(REQ))
+    assert r.status == "error" and r.error == reason and r.text is None
+    assert r.attempts == 1 and len(server.requests) == 1
+    assert r.usage == {"prompt_tokens": 100, "completion_tokens": 20} and r.cost > 0  # was paid
+
+
+def test_empty_string_content_is_a_reply():
+    """An empty answer did arrive: it is the scorer's to call invalid, as before."""
+    with FakeOpenAI(scripted(Reply(content=""))) as server:
         r = run(judge(server).complete(REQ))
     assert r.status == "ok" and r.text == ""
 

@@ -6,7 +6,8 @@ one transaction per reply spends more CPU in SQLite commits than in HTTP); outsi
 write commits at once. A process killed with SIGKILL loses at most the replies of the loop turn it
 was in, never the file. Only replies that arrived are cached (a transport failure is retried on
 the next run); an unparseable reply is cached too, because at temperature 0 the judge would say
-the same again.
+the same again. A file that is not a readable SQLite database is a ``JudgmentCacheError`` naming
+the file and the way out, never a traceback.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import weakref
 from pathlib import Path
 from typing import Any
 
+from ..benchmarks.problems import DataError
 from .request import JudgeReply
 
 SCHEMA = """
@@ -40,6 +42,21 @@ INSERT = (
 )
 
 
+class JudgmentCacheError(DataError):
+    """The cache file cannot be used (corrupt, not SQLite, unopenable). A DataError, so every
+    command that reads data reports it as one line and exits 1."""
+
+
+def _cache_error(path: Path, e: sqlite3.Error) -> JudgmentCacheError:
+    """The one-line error for ``e`` on ``path``: how to recover depends on what went wrong."""
+    if isinstance(e, sqlite3.OperationalError):  # locked, unopenable, read-only: not the content
+        return JudgmentCacheError(f"{path}: cannot use the judgment cache ({e})")
+    return JudgmentCacheError(
+        f"{path}: corrupt judgment cache ({e}); delete this file to re-judge (a rerun sends "
+        "those judge requests again; the folder's other files are kept)"
+    )
+
+
 def _flush_at_exit(ref: weakref.ref[JudgmentCache]) -> None:
     cache = ref()
     if cache is not None:
@@ -51,13 +68,20 @@ class JudgmentCache:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(
-            self.path, timeout=60, isolation_level=None, check_same_thread=False
-        )
-        self._db.execute("PRAGMA busy_timeout=60000")
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.execute(SCHEMA)
+        try:
+            self._db = sqlite3.connect(
+                self.path, timeout=60, isolation_level=None, check_same_thread=False
+            )
+        except sqlite3.Error as e:
+            raise _cache_error(self.path, e) from None
+        try:
+            self._db.execute("PRAGMA busy_timeout=60000")
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.execute(SCHEMA)
+        except sqlite3.Error as e:
+            self._db.close()
+            raise _cache_error(self.path, e) from None
         self._pending: dict[str, tuple[Any, ...]] = {}  # written at the next loop turn
         self._flush_loop: asyncio.AbstractEventLoop | None = None
         atexit.register(_flush_at_exit, weakref.ref(self))
@@ -68,9 +92,12 @@ class JudgmentCache:
             if row is not None:
                 row = row[3:6]
             else:
-                row = self._db.execute(
-                    "SELECT text, usage, cost FROM replies WHERE key = ?", (key,)
-                ).fetchone()
+                try:
+                    row = self._db.execute(
+                        "SELECT text, usage, cost FROM replies WHERE key = ?", (key,)
+                    ).fetchone()
+                except sqlite3.DatabaseError as e:  # a page went bad after the file opened
+                    raise _cache_error(self.path, e) from None
         if row is None:
             return None
         return JudgeReply(
@@ -102,19 +129,29 @@ class JudgmentCache:
             if not self._pending:
                 return
             rows, self._pending = list(self._pending.values()), {}
-            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+            except sqlite3.DatabaseError as e:
+                self._pending.update((r[0], r) for r in rows)
+                raise _cache_error(self.path, e) from None
             try:
                 self._db.executemany(INSERT, rows)
-            except BaseException:
-                self._db.execute("ROLLBACK")
+                self._db.execute("COMMIT")
+            except BaseException as e:
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
                 self._pending.update((r[0], r) for r in rows)
+                if isinstance(e, sqlite3.DatabaseError):
+                    raise _cache_error(self.path, e) from None
                 raise
-            self._db.execute("COMMIT")
 
     def __len__(self) -> int:
         self.flush()
         with self._lock:
-            return int(self._db.execute("SELECT COUNT(*) FROM replies").fetchone()[0])
+            try:
+                return int(self._db.execute("SELECT COUNT(*) FROM replies").fetchone()[0])
+            except sqlite3.DatabaseError as e:
+                raise _cache_error(self.path, e) from None
 
     def close(self) -> None:
         self.flush()

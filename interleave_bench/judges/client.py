@@ -2,19 +2,23 @@
 
 What the existing harnesses get wrong and this gets right: many requests in flight (a concurrency
 limit, optional requests- and tokens-per-minute limits), retries only where a retry can help (429,
-5xx, timeouts, dropped connections) with exponential backoff, jitter and ``Retry-After``, sleeping
-*outside* the concurrency slot; other 4xx fail at once; an overall deadline; token usage and cost per
+5xx, timeouts, dropped connections) with exponential backoff, jitter and ``Retry-After`` (seconds
+or an HTTP date; an unparseable one falls back to backoff), every wait capped by ``max_retry_wait``
+and never past the deadline, sleeping *outside* the concurrency slot; other 4xx fail at once; an overall deadline; token usage and cost per
 call. The API key comes from an environment variable and is redacted from every message we produce.
 """
 
 from __future__ import annotations
 
 import asyncio
+import datetime
 import email.utils
 import json
+import math
 import os
 import random
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -49,6 +53,8 @@ class JudgeConfig:
     deadline: float | None = None
     backoff_base: float = 1.0
     backoff_max: float = 60.0
+    #: the longest one wait between attempts may be, whatever ``Retry-After`` asks for
+    max_retry_wait: float = 60.0
     transport: str = "sdk"
     prices: dict[str, tuple[float, float]] = field(default_factory=lambda: dict(DEFAULT_PRICES))
 
@@ -99,24 +105,57 @@ class RateLimiter:
                 await asyncio.sleep(max(waits))
 
 
+def _finite_seconds(text: str, scale: float = 1.0) -> float | None:
+    """``text`` as a finite, non-negative number of seconds, or None when it is not one."""
+    try:
+        value = float(text) * scale
+    except ValueError:
+        return None
+    return max(0.0, value) if math.isfinite(value) else None
+
+
 def retry_after_seconds(headers: Any) -> float | None:
-    """Seconds from ``retry-after-ms`` or ``Retry-After`` (seconds or an HTTP date), if present."""
+    """Seconds the server asks us to wait, from ``retry-after-ms`` or ``Retry-After`` (delta
+    seconds or an HTTP date). None when absent or unparseable (``soon``): the caller backs off
+    instead, so a malformed header never ends a run."""
     if headers is None:
         return None
     ms = headers.get("retry-after-ms")
-    if ms:
-        try:
-            return max(0.0, float(ms) / 1000)
-        except ValueError:
-            pass
-    value = headers.get("retry-after")
+    if ms and (wait := _finite_seconds(ms.strip(), 1e-3)) is not None:
+        return wait
+    value = (headers.get("retry-after") or "").strip()
     if not value:
         return None
+    if (wait := _finite_seconds(value)) is not None:
+        return wait
     try:
-        return max(0.0, float(value))
-    except ValueError:
-        when = email.utils.parsedate_to_datetime(value) if value else None
-        return None if when is None else max(0.0, when.timestamp() - time.time())
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+    if when.tzinfo is None:  # "-0000" or no zone: HTTP dates are always GMT
+        when = when.replace(tzinfo=datetime.timezone.utc)
+    return max(0.0, when.timestamp() - time.time())
+
+
+def _reply_text(resp: dict[str, Any]) -> tuple[str | None, str]:
+    """The first choice's message text, or None and why there is none (no choices, a null
+    content, a refusal); the reason names ``finish_reason`` so a content filter is told apart."""
+    choices = resp.get("choices")
+    if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
+        return None, "malformed response: no choices in the reply"
+    first = choices[0]
+    finish = first.get("finish_reason")
+    why = f" (finish_reason {finish})" if finish else ""
+    message = first.get("message")
+    if not isinstance(message, dict):
+        return None, f"malformed response: the first choice has no message{why}"
+    text = message.get("content")
+    if isinstance(text, str):
+        return text, ""
+    refusal = message.get("refusal")
+    if isinstance(refusal, str) and refusal:
+        return None, f"the judge refused{why}: {refusal[:200]}"
+    return None, f"the reply has no content{why}"
 
 
 class OpenAIJudge:
@@ -132,6 +171,8 @@ class OpenAIJudge:
         self._limiter: RateLimiter | None = None
         self._seed_ok = True
         self._started = time.monotonic()
+        #: how waits between attempts are slept (tests swap in a recorder)
+        self.sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep
 
     @property
     def parallelism(self) -> int:
@@ -246,13 +287,23 @@ class OpenAIJudge:
                     attempts=attempts,
                     seconds=time.monotonic() - t0,
                 )
-            if wait is None:
+            if wait is None:  # no usable Retry-After: exponential backoff with jitter
                 wait = min(
                     self.config.backoff_max, self.config.backoff_base * 2 ** (attempts - 1)
                 ) * random.uniform(0.5, 1.0)
-            if (remaining := self._remaining()) is not None:
-                wait = min(wait, max(0.0, remaining))
-            await asyncio.sleep(wait)
+            wait = min(wait, max(0.0, self.config.max_retry_wait))
+            if (remaining := self._remaining()) is not None and wait >= remaining:
+                return JudgeReply(  # the next attempt could only start after the deadline
+                    "error",
+                    error=self.redact(
+                        f"deadline exceeded: a retry would wait {wait:.1f}s with "
+                        f"{max(0.0, remaining):.1f}s left after {attempts} attempt(s); "
+                        f"last error: {last_error}"
+                    ),
+                    attempts=attempts,
+                    seconds=time.monotonic() - t0,
+                )
+            await self.sleep(wait)
 
     def _reply(self, resp: Any, attempts: int, seconds: float) -> JudgeReply:
         """Read the JSON body directly: the SDK's typed parsing costs more CPU than the call."""
@@ -269,16 +320,19 @@ class OpenAIJudge:
             for k in ("prompt_tokens", "completion_tokens")
             if isinstance(raw_usage, dict)
         }
-        choices = resp.get("choices") or []
-        message = choices[0].get("message") if choices and isinstance(choices[0], dict) else None
-        text = message.get("content") if isinstance(message, dict) else None
+        cost = self.cost(usage)
+        text, missing = _reply_text(resp)
+        if text is None:  # nothing to judge from: an error, so no cache keeps it from a rerun
+            return JudgeReply(
+                "error",
+                error=self.redact(missing),
+                usage=usage,
+                cost=cost,
+                attempts=attempts,
+                seconds=seconds,
+            )
         return JudgeReply(
-            "ok",
-            text=text if isinstance(text, str) else "",
-            usage=usage,
-            cost=self.cost(usage),
-            attempts=attempts,
-            seconds=seconds,
+            "ok", text=text, usage=usage, cost=cost, attempts=attempts, seconds=seconds
         )
 
     async def preflight(self) -> JudgeReply:
