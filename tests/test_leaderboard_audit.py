@@ -235,3 +235,31 @@ def test_score_data_refuses_answers_to_another_revision(honest, tmp_path):
     assert f"data.json row {rows[2]['id']}: question: differs from the --data copy" in (
         " ".join(result.stderr.split())
     )
+
+
+def test_audit_takes_images_only_from_the_submission_store(tmp_path):
+    from helpers import png_bytes
+
+    from interleave_bench.leaderboard.audit import confined
+    from interleave_bench.media import ImageStore
+    from interleave_bench.types import ImageRef, Interleaved, Prediction, Segment
+
+    outside = tmp_path / "secret.png"
+    outside.write_bytes(png_bytes(color=(1, 2, 3)))
+    stored = ImageStore(tmp_path / "run" / "images").put_bytes(png_bytes())
+    pred = Prediction(
+        "SA-1",
+        "m",
+        Interleaved(
+            [
+                Segment.of_text("hi"),
+                Segment.of_image(ImageRef(path=str(outside), source="x.png")),
+                Segment.of_image(ImageRef(sha256=stored.sha256, path=str(outside))),
+            ]
+        ),
+    )
+    out = confined(pred, tmp_path / "run" / "images")
+    refs = [s.image for s in out.output if s.image is not None]
+    assert refs[0].missing and refs[0].path is None  # a submitted path is never opened
+    assert refs[1].path == str(Path(stored.path).resolve()) and not refs[1].missing
+    assert out.output[0].text == "hi"
