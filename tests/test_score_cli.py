@@ -176,12 +176,21 @@ def test_opening_output_folder_with_scores(tmp_path):
 
 def test_offline_structure_protocol_on_predictions_jsonl(tmp_path):
     from interleave_bench import load_benchmark
+    from interleave_bench.media import ImageStore
+    from interleave_bench.types import Interleaved, Segment
 
     data = load_benchmark("isg:sample")
     path = tmp_path / "predictions.jsonl"
+    store = ImageStore(tmp_path / "images")  # images must live beside the predictions file
+
+    def stored(seq):
+        return Interleaved(
+            [Segment.of_image(store.put_file(x.image.path)) if x.image else x for x in seq]
+        )
+
     with open(path, "w") as f:
         for s in data:
-            f.write(json.dumps(Prediction(s.id, "gold", s.gold).to_dict()) + "\n")
+            f.write(json.dumps(Prediction(s.id, "gold", stored(s.gold)).to_dict()) + "\n")
         f.write("{broken\n")
     code, result = cli_json(
         "score",

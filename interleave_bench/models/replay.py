@@ -153,16 +153,13 @@ class ReplayAdapter:
         return Interleaved(segments)
 
     def _locate(self, ref: ImageRef) -> Path:
-        """The file behind a recorded reference: its path as written (relative paths from the
-        source's folder), else, for our own records, the source run's store by content hash."""
-        base = self.source if self.source.is_dir() else self.source.parent
-        if ref.path is not None:
-            path = Path(ref.path)
-            for candidate in (path,) if path.is_absolute() else (base / path, path):
-                if candidate.is_file():
-                    return candidate
+        """The file behind a recorded reference. The readers already confined every path to the
+        source's own folder (refusing the rest), so only their resolved path, or the source
+        run's store by content hash, is ever read: never a path as the file wrote it."""
+        if ref.path is not None and Path(ref.path).is_file():
+            return Path(ref.path)
         if ref.sha256 is not None:
-            for root in (base / "images", base.parent / "images"):
-                if (found := ImageStore(root).find(ref.sha256)) is not None:
-                    return found
+            base = self.source if self.source.is_dir() else self.source.parent
+            if (found := ImageStore(base / "images").find(ref.sha256)) is not None:
+                return found
         raise ImageError(f"image {ref.source or ref.path or ref.sha256} not found")
