@@ -210,14 +210,28 @@ torch.save(t.model.state_dict(), cfg.output_dir + f"/weights-{t.dist.rank}.pt")
 """
 
 
-def _one_and_two_processes(tmp_path, model, atol: float = 1e-5, **kw) -> tuple[list, list]:
-    """The same run with 1 process and with 2 (torchrun, CPU, gloo): both logs, after checking
-    that the 2 ranks' weights are identical and equal the 1-process weights (within ``atol``)."""
+# Both runs are in float64. In float32 the 1- and 2-process weights differ by up to 2e-5 on some
+# machines: the ranks sum gradients in another order (relative noise ~1e-7), and AdamW divides by
+# sqrt(v) + eps, so on a near-zero gradient that noise becomes a step of up to lr = 1e-2. In
+# float64 the noise is ~1e-16, and the same amplification (at most lr / eps = 1e6 on the absolute
+# gradient error) bounds the difference by ~1e-9 per step; measured: 7e-16 (2 steps) and 5e-14
+# (unequal groups). A real defect (ranks not averaged, a group weighed twice) moves weights by
+# 1e-4 to 2e-2, so ATOL = 1e-8 separates the two by orders of magnitude on any machine.
+ATOL = 1e-8
+
+
+def _one_and_two_processes(tmp_path, model, atol: float = ATOL, **kw) -> tuple[list, list]:
+    """The same run with 1 process and with 2 (torchrun, CPU, gloo), in float64: both logs, after
+    checking that the 2 ranks' weights are identical and equal the 1-process weights (``atol``)."""
     script = tmp_path / "worker.py"
     script.write_text(WORKER)
 
     def cfg(name: str) -> str:
-        return json.dumps(asdict(_cfg(tmp_path, name, model, lr=1e-2, generation=JANUS_GEN, **kw)))
+        return json.dumps(
+            asdict(
+                _cfg(tmp_path, name, model, lr=1e-2, generation=JANUS_GEN, dtype="float64", **kw)
+            )
+        )
 
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     one = subprocess.run(
@@ -258,11 +272,10 @@ def test_two_processes_with_unequal_groups_after_dynamic_sampling(tiny_janus, tm
     """Dynamic sampling without refill leaves rank 0 with one group and rank 1 with two (seed 9:
     the second of four groups has no spread); every rollout still weighs the same, so the weights
     equal the 1-process run on the same three groups (an average of the two ranks' means would
-    weigh rank 0's group twice). Tolerance: the padded batches differ (3+6 rollouts against 9),
-    and AdamW turns float noise on near-zero gradients into steps of up to lr; the wrong weighting
-    moves 54 of 266 tensors by up to 2e-2, the right one none by more than 1e-4."""
+    weigh rank 0's group twice). The wrong weighting moves 54 of 266 tensors by up to 2e-2; the
+    right one (float64, padded batches of 3+6 rollouts against 9) none by more than 1e-13."""
     kw = dict(seed=9, steps=1, prompts_per_step=4, dynamic_sampling=True, max_refill_rounds=0)
-    a, b = _one_and_two_processes(tmp_path, tiny_janus, atol=2e-3, **kw)
+    a, b = _one_and_two_processes(tmp_path, tiny_janus, **kw)
     assert a[0]["groups_dropped"] == b[0]["groups_dropped"] == 1  # one rank, so 2 vs 1 groups
     assert len(b[0]["rewards"]) == 3 * 3 and a[0]["rewards"] == b[0]["rewards"]
 
