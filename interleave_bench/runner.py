@@ -24,7 +24,7 @@ from .benchmarks import load_benchmark
 from .media import ImageStore
 from .models.base import GenerationSettings
 from .models.prompts import build_prompt, load_templates, templates_sha256
-from .runs import JsonlLog, claim_folder, dist_info, read_jsonl
+from .runs import JsonlLog, claim_folder, dist_info, folder_lock, read_jsonl
 from .scoring import JUDGE_PROTOCOLS, ScoreOptions, aggregate, build_engine, build_scorer
 from .types import Judgment, Prediction, Result, Sample
 
@@ -151,6 +151,12 @@ class EvalRun:
 
     # ------------------------------------------------------------------------------ run
     def run(self) -> list[Result]:
+        """The run, holding the folder's lock: a second process on the same --out stops at once
+        instead of duplicating records and paying for every judge call twice."""
+        with folder_lock(self.cfg.out, "eval", self.rank, self.world):
+            return self._run()
+
+    def _run(self) -> list[Result]:
         cfg = self.cfg
         claim_folder(
             cfg.out,
@@ -171,14 +177,19 @@ class EvalRun:
             tmp.replace(cfg.out / "samples.jsonl")
         shard = self.samples[self.rank :: self.world]
         suffix = _rank_suffix(self.rank, self.world)
-        done_preds, done_judgments = load_done(cfg.out)
-        # failures are retried on resume (a judge outage or an OOM may be gone by now)
-        done_preds = {k: p for k, p in done_preds.items() if not p.error}
-        done_judgments = {k: j for k, j in done_judgments.items() if j.status != "error"}
-        scorers = self.scorer_objects()
+        # opened first: a torn last line (a kill mid-write) is cut off before anything is read
         pred_log = JsonlLog(cfg.out / f"predictions{suffix}.jsonl")
-        judg_log = JsonlLog(cfg.out / f"judgments{suffix}.jsonl")
         try:
+            judg_log = JsonlLog(cfg.out / f"judgments{suffix}.jsonl")
+        except BaseException:
+            pred_log.close()
+            raise
+        try:
+            done_preds, done_judgments = load_done(cfg.out)
+            # failures are retried on resume (a judge outage or an OOM may be gone by now)
+            done_preds = {k: p for k, p in done_preds.items() if not p.error}
+            done_judgments = {k: j for k, j in done_judgments.items() if j.status != "error"}
+            scorers = self.scorer_objects()
             asyncio.run(self._loop(shard, done_preds, done_judgments, scorers, pred_log, judg_log))
         finally:
             pred_log.close()

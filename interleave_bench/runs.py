@@ -1,23 +1,94 @@
-"""Run folders: append-only record files that survive ``kill -9``, and the manifest that keeps two
-different commands from ever writing into the same folder.
+"""Run folders: append-only record files that survive ``kill -9``, the manifest that keeps two
+different commands from ever writing into the same folder, and the lock that keeps two processes
+from writing into it at once.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
+import shlex
+import socket
 import subprocess
 import sys
-from collections.abc import Iterator
+import time
+import warnings
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from . import __version__
 
+try:
+    import fcntl
+except ImportError:  # Windows (not a target): runs there are not locked
+    fcntl = None  # type: ignore[assignment]
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
 
 class RunFolderError(ValueError):
-    """The output folder belongs to a different command or configuration."""
+    """The output folder belongs to a different command or configuration, is in use by another
+    process, or holds a record file damaged in the middle."""
+
+
+class TornRecordWarning(UserWarning):
+    """The last line of a record file was cut short (its writer was killed) and is dropped."""
+
+
+def _decode(raw: bytes) -> tuple[dict[str, Any] | None, str | None]:
+    """(record, None), or (None, why the line is not a record)."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        return None, f"not UTF-8 at byte {e.start + 1}"
+    try:
+        rec = json.loads(text)
+    except ValueError as e:
+        return None, f"not JSON ({getattr(e, 'msg', e)} at column {getattr(e, 'colno', '?')})"
+    if not isinstance(rec, dict):
+        return None, "not a JSON object"
+    return rec, None
+
+
+def parse_jsonl(path: Path, data: bytes) -> tuple[list[dict[str, Any]], tuple[int, int] | None]:
+    """Records of a JSON Lines file's bytes, and (byte offset, line number) of a torn last line.
+
+    Only the last non-blank line can be torn by a kill mid-write: no newline after it, bytes cut
+    inside a UTF-8 character, or JSON cut short. A bad line anywhere else means the file was
+    damaged some other way, and silently skipping it would hide lost records, so it is an error.
+    """
+    lines: list[tuple[int, int, bytes, bool]] = []  # (line number, offset, bytes, has newline)
+    pos = 0
+    for number, raw in enumerate(data.split(b"\n"), 1):
+        start, pos = pos, pos + len(raw) + 1
+        if raw.strip():
+            lines.append((number, start, raw, pos <= len(data)))
+    records: list[dict[str, Any]] = []
+    for i, (number, start, raw, complete) in enumerate(lines):
+        rec, why = _decode(raw)
+        if i == len(lines) - 1 and (why or not complete):
+            return records, (start, number)
+        if rec is None:
+            raise RunFolderError(
+                f"{path}, line {number}: {why}; the file is damaged before its last line, so "
+                "it was not cut by a kill. Fix or delete that line to resume (a deleted record "
+                "is redone), or use a new --out folder"
+            )
+        records.append(rec)
+    return records, None
+
+
+def _warn_torn(path: Path, line: int, action: str) -> None:
+    warnings.warn(
+        f"{path}, line {line}: cut short by a process killed mid-write; {action}",
+        TornRecordWarning,
+        stacklevel=3,
+    )
 
 
 class JsonlLog:
@@ -33,11 +104,11 @@ class JsonlLog:
     def _repair(self) -> None:
         if not self.path.exists():
             return
-        data = self.path.read_bytes()
-        if data and not data.endswith(b"\n"):
-            cut = data.rfind(b"\n") + 1
+        _, torn = parse_jsonl(self.path, self.path.read_bytes())
+        if torn is not None:
+            _warn_torn(self.path, torn[1], "removed it (that record is redone)")
             with open(self.path, "r+b") as f:
-                f.truncate(cut)
+                f.truncate(torn[0])
 
     def append(self, record: dict[str, Any]) -> None:
         self._f.write(json.dumps(record, ensure_ascii=False) + "\n")
@@ -48,19 +119,87 @@ class JsonlLog:
 
 
 def read_jsonl(path: Path) -> Iterator[dict[str, Any]]:
-    """Records of a JSON Lines file, skipping a torn last line."""
+    """Records of a JSON Lines file; a torn last line is skipped with a warning, a bad line
+    elsewhere is a ``RunFolderError`` naming the file and line."""
     if not path.exists():
         return
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            if not line.endswith("\n"):
-                break
-            line = line.strip()
-            if line:
-                try:
-                    yield json.loads(line)
-                except ValueError:
-                    continue
+    records, torn = parse_jsonl(path, path.read_bytes())
+    if torn is not None:
+        _warn_torn(path, torn[1], "ignored it")
+    yield from records
+
+
+def _holder(path: Path) -> str:
+    """Who holds a lock, from what its holder wrote into the lock file."""
+    try:
+        info = json.loads(path.read_text(encoding="utf-8"))
+        return f"pid {info['pid']} on {info['host']} ({info['command']}, started {info['started']})"
+    except (OSError, ValueError, KeyError, TypeError):
+        return "another process"
+
+
+@contextmanager
+def folder_lock(out: Path, command: str, rank: int = 0, world: int = 1) -> Iterator[None]:
+    """Hold ``out`` for this process until the block ends; refuse at once if another holds it.
+
+    An OS lock (``flock``) on ``out/.lock``, so the kernel drops it when its holder dies: a lock
+    left by a killed process never blocks a rerun. The ranks of one distributed run share
+    ``.lock`` and each holds its own ``.lock.rank<N>`` (they write separate files).
+    """
+    out.mkdir(parents=True, exist_ok=True)
+    if fcntl is None:
+        yield
+        return
+    wanted = [(out / ".lock", world == 1)]
+    if world > 1:
+        wanted.append((out / f".lock.rank{rank}", True))
+    held: list[tuple[int, bool]] = []
+    try:
+        for path, exclusive in wanted:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, (fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH) | fcntl.LOCK_NB)
+            except OSError:
+                os.close(fd)
+                raise RunFolderError(
+                    f"{out} is in use by {_holder(path)}; wait for it to finish or use another "
+                    "--out folder"
+                ) from None
+            held.append((fd, exclusive))
+        argv = sys.argv[1:]  # the CLI's own words when run as `ibench <command> ...`
+        said = shlex.join(argv) if argv[:1] == [command] else command
+        info = {
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "command": f"ibench {said}"[:160],
+            "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+        }
+        for fd, exclusive in held:
+            if exclusive or rank == 0:
+                os.ftruncate(fd, 0)
+                os.pwrite(fd, json.dumps(info).encode("utf-8"), 0)
+        yield
+    finally:
+        for fd, exclusive in reversed(held):
+            if exclusive:
+                os.ftruncate(fd, 0)  # names no holder once free
+            os.close(fd)  # releases the flock
+
+
+def locks_run_folder(
+    command: str,
+) -> Callable[[Callable[Concatenate[Any, P], R]], Callable[Concatenate[Any, P], R]]:
+    """Run a function whose first argument has ``.out`` while holding that folder's lock."""
+
+    def wrap(fn: Callable[Concatenate[Any, P], R]) -> Callable[Concatenate[Any, P], R]:
+        @functools.wraps(fn)
+        def locked(opts: Any, *args: P.args, **kwargs: P.kwargs) -> R:
+            with folder_lock(opts.out, command):
+                return fn(opts, *args, **kwargs)
+
+        return locked
+
+    return wrap
 
 
 def git_hash() -> str | None:

@@ -22,7 +22,7 @@ from .judges.cache import JudgmentCache
 from .judges.client import JudgeConfig, OpenAIJudge
 from .judges.engine import JudgeEngine
 from .predictions import load_mmie_predictions, load_opening_outputs, load_prediction_records
-from .runs import claim_folder
+from .runs import claim_folder, locks_run_folder
 from .scorers.base import Scorer, run_sync
 from .types import ImageRef, Interleaved, Judgment, Prediction, Result, Sample, Segment
 
@@ -244,6 +244,7 @@ def aggregate(
     )
 
 
+@locks_run_folder("score")  # a second process on the same --out stops at once
 def run_score(
     opts: ScoreOptions,
     on_progress: Callable[[Judgment, JudgeEngine | None], None] | None = None,
@@ -369,6 +370,7 @@ def pair_inputs(
     )
 
 
+@locks_run_folder("score")
 def run_pairwise(
     opts: ScoreOptions,
     on_progress: Callable[[Judgment, JudgeEngine | None], None] | None = None,
