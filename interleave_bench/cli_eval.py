@@ -190,6 +190,10 @@ def eval_cmd(
         jud = bar.add_task("", total=None, label="judging   ")
 
         def on_start(n_gen: int, n_judge: int) -> None:
+            from .report.run import problem_lines  # the loader's, recorded by the runner
+
+            for line in problem_lines(out_dir):
+                err.print(line, markup=False, highlight=False)
             bar.update(gen, total=n_gen)
             bar.update(jud, total=n_judge)
 

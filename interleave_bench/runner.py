@@ -175,6 +175,10 @@ class EvalRun:
                 "".join(json.dumps(s.to_dict(), ensure_ascii=False) + "\n" for s in self.samples)
             )
             tmp.replace(cfg.out / "samples.jsonl")
+        if self.rank == 0:  # what the loader refused or skipped: printed, and on the report
+            from .report.run import write_problems
+
+            write_problems(cfg.out, self.data.info.data_file, self.data.problems)
         shard = self.samples[self.rank :: self.world]
         suffix = _rank_suffix(self.rank, self.world)
         # opened first: a torn last line (a kill mid-write) is cut off before anything is read

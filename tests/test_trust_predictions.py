@@ -192,3 +192,36 @@ def test_deeply_nested_predictions_jsonl(tmp_path):
     rec["settings"] = {"a": json.loads("[" * 500 + "]" * 500)}
     path.write_text(json.dumps(rec) + "\n")
     assert_one_line_error(score(tmp_path, "isg:sample", path), "predictions.jsonl")
+
+
+# --------------------------------------------------------------------------- eval --data problems
+
+
+def test_eval_prints_records_and_reports_the_loaders_problems(tmp_path, copy_miniset):
+    root = copy_miniset("opening")
+    data_file = root / "OpenING-benchmark" / "test_data.jsonl"
+    lines = data_file.read_text().splitlines()
+    first = json.loads(lines[0])
+    first["conversations"][1]["output"][0]["image"] = "../<b>x</b>.jpg"  # climbs out, and HTML
+    dup = json.loads(lines[1])
+    data_file.write_text("\n".join([json.dumps(first), *lines[1:], json.dumps(dup)]) + "\n")
+    folder = tmp_path / "Gold_output"
+    write_opening_outputs(folder)
+    out = tmp_path / "run"
+    r = run_cli(
+        *("eval", "--model", str(folder), "--model-type", "replay", "--bench", "opening"),
+        *("--data", str(root), "--out", str(out)),
+    )
+    assert r.exit_code == 0, r.stderr
+    stderr = one_line(r.stderr)
+    assert f"problem: row {dup['total_uid']!r}, field id: duplicate id" in stderr
+    assert "problem: row '0102010', field conversations[1].output[0].image:" in stderr
+    assert "'../<b>x</b>.jpg' escapes the data root" in stderr
+    recorded = json.loads((out / "problems.json").read_text())
+    assert {(p["row"], p["field"]) for p in recorded["problems"]} == {
+        (dup["total_uid"], "id"),
+        ("0102010", "conversations[1].output[0].image"),
+    }
+    page = (out / "report.html").read_text()
+    assert "Data problems (2)" in page and "duplicate id" in page
+    assert "&#x27;../&lt;b&gt;x&lt;/b&gt;.jpg&#x27; escapes" in page and "<b>x</b>" not in page

@@ -229,6 +229,22 @@ def _controls(categories: Sequence[str], has_uncategorised: bool, scorers: Seque
     )
 
 
+def _data_problems(problems: Sequence[str]) -> str:
+    """The loader's problems (refused paths, duplicate ids): rows the results do not include."""
+    if not problems:
+        return ""
+    shown = [esc(p) for p in problems[:MAX_NOTES]]
+    if len(problems) > MAX_NOTES:
+        shown.append(f"… and {len(problems) - MAX_NOTES} more (all in problems.json)")
+    return (
+        f'<h2 id="data-problems">Data problems ({len(problems)})</h2><div class="notes">'
+        "<p>Refused or skipped by the benchmark loader: a bad row or a duplicate id is left "
+        "out of the results; a refused image is missing from its sample.</p><ul>"
+        + "".join(f"<li>{p}</li>" for p in shown)
+        + "</ul></div>"
+    )
+
+
 def render_report(
     samples: Sequence[Sample],
     predictions: Sequence[Prediction],
@@ -238,10 +254,12 @@ def render_report(
     *,
     image_loader: ImageLoader,
     notes: Sequence[str] = (),
+    data_problems: Sequence[str] = (),
     title: str | None = None,
 ) -> str:
     """The whole page as a string. ``image_loader`` turns an ImageRef into a ``data:image/`` URL
-    (or raises: the image then shows as a labelled placeholder); ``notes`` are read problems."""
+    (or raises: the image then shows as a labelled placeholder); ``notes`` are read problems;
+    ``data_problems`` are what the benchmark loader refused or skipped in the run's data."""
     images = _Images(image_loader)
     by_id = {s.id: s for s in samples}
     preds: dict[str, list[Prediction]] = {}
@@ -299,6 +317,7 @@ def render_report(
         if shown_notes
         else ""
     )
+    data_html = _data_problems(data_problems)
     summary = "".join(_result_section(r) for r in results) or (
         '<p class="muted">No aggregated results.</p>'
     )
@@ -311,7 +330,7 @@ def render_report(
         f'<meta name="generator" content="interleave_bench {esc(__version__)}">'
         f"<title>{esc(heading)}</title><style>{CSS}</style></head><body><main>"
         f'<h1>{esc(heading)}</h1><p class="muted">{esc(sub)}</p>{notes_html}'
-        f"<h2>Summary</h2>{summary}<h2>Run</h2>{_manifest(manifest)}"
+        f"{data_html}<h2>Summary</h2>{summary}<h2>Run</h2>{_manifest(manifest)}"
         f"<h2>Samples</h2>{_controls(categories, uncategorised, scorers)}"
         f'<div id="ib-cards">{"".join(cards)}</div></main>'
         f'<script type="application/json" id="ib-data">{json_for_script(data)}</script>'
@@ -333,6 +352,7 @@ def write_report(run_dir: Path, out: Path | None = None) -> Path:
         run.manifest,
         image_loader=run_image_loader(run_dir),
         notes=run.problems,
+        data_problems=run.data_problems,
         title=f"interleave_bench report: {run_dir.name}",
     )
     out.parent.mkdir(parents=True, exist_ok=True)

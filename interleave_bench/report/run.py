@@ -5,11 +5,15 @@ instead of silently vanishing."""
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+import os
+import tempfile
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+from ..benchmarks.problems import DataError, Problem
+from ..benchmarks.readers import load_json
 from ..media import ImageError, ImageStore, to_data_url
 from ..types import ImageRef, Judgment, Prediction, Result, Sample
 
@@ -18,6 +22,9 @@ ImageLoader = Callable[[ImageRef], str]
 """Returns a ``data:image/...`` URL for a reference, or raises when the image is unusable."""
 
 MAX_SIDE = 384
+PROBLEMS_FILE = "problems.json"
+"""What the benchmark loader found wrong with the data of a run (refused paths, duplicate ids)."""
+SHOWN_PROBLEMS = 20
 
 
 @dataclass
@@ -30,6 +37,44 @@ class RunData:
     results: list[Result] = field(default_factory=list)
     manifest: dict[str, Any] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
+    data_problems: list[str] = field(default_factory=list)
+
+
+def write_problems(run_dir: Path, data_file: str, problems: Sequence[Problem]) -> None:
+    """Record the loader's problems in the run folder (atomically: a reader never sees half)."""
+    body = {"data_file": data_file, "problems": [p.to_dict() for p in problems]}
+    fd, tmp = tempfile.mkstemp(dir=run_dir, prefix=".problems-", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(json.dumps(body, ensure_ascii=False, indent=1) + "\n")
+        os.replace(tmp, Path(run_dir) / PROBLEMS_FILE)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def read_problems(run_dir: Path, notes: list[str] | None = None) -> list[str]:
+    """The recorded data problems as ``Problem`` lines; an unreadable file is a note, not a crash."""
+    path = Path(run_dir) / PROBLEMS_FILE
+    if not path.is_file():
+        return []
+    try:
+        body = load_json(path.read_text(encoding="utf-8"), PROBLEMS_FILE)
+        items = body["problems"]
+        return [str(Problem(i["row"], str(i["field"]), str(i["message"]))) for i in items]
+    except (OSError, ValueError, DataError, TypeError, KeyError) as e:
+        if notes is not None:
+            notes.append(f"{PROBLEMS_FILE} unreadable: {e}")
+        return []
+
+
+def problem_lines(run_dir: Path) -> list[str]:
+    """``problem: ...`` lines for the terminal, as ``ibench score`` prints them (the first 20)."""
+    found = read_problems(run_dir)
+    lines = [f"problem: {p}" for p in found[:SHOWN_PROBLEMS]]
+    if len(found) > SHOWN_PROBLEMS:
+        lines.append(f"... and {len(found) - SHOWN_PROBLEMS} more problems in {PROBLEMS_FILE}")
+    return lines
 
 
 def read_jsonl(path: Path, parse: Callable[[Any, str], T], problems: list[str]) -> list[T]:
@@ -42,8 +87,8 @@ def read_jsonl(path: Path, parse: Callable[[Any, str], T], problems: list[str]) 
             if not line.strip():
                 continue
             try:
-                out.append(parse(json.loads(line), f"{path.name}:{n}"))
-            except (ValueError, TypeError) as e:
+                out.append(parse(load_json(line, f"line {n}"), f"{path.name}:{n}"))
+            except (ValueError, TypeError, DataError) as e:
                 problems.append(f"{path.name} line {n} skipped: {e}")
     return out
 
@@ -54,8 +99,8 @@ def read_results(path: Path, problems: list[str]) -> list[Result]:
         problems.append("results.json is absent: the run has not been aggregated yet")
         return []
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as e:
+        data = load_json(path.read_text(encoding="utf-8"), path.name)
+    except (OSError, ValueError, DataError) as e:
         problems.append(f"results.json unreadable: {e}")
         return []
     items = data["results"] if isinstance(data, dict) and "results" in data else [data]
@@ -75,8 +120,8 @@ def read_manifest(path: Path, problems: list[str]) -> dict[str, Any]:
     if not path.is_file():
         return {}
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as e:
+        data = load_json(path.read_text(encoding="utf-8"), path.name)
+    except (OSError, ValueError, DataError) as e:
         problems.append(f"manifest.json unreadable: {e}")
         return {}
     if not isinstance(data, dict):
@@ -97,6 +142,7 @@ def load_run(run_dir: Path) -> RunData:
         results=read_results(run_dir / "results.json", problems),
         manifest=read_manifest(run_dir / "manifest.json", problems),
         problems=problems,
+        data_problems=read_problems(run_dir, problems),
     )
 
 
