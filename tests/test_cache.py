@@ -1,5 +1,6 @@
 """The SQLite judgment cache: reruns free, several writer processes, and kill -9 safety."""
 
+import asyncio
 import os
 import signal
 import sqlite3
@@ -7,7 +8,10 @@ import subprocess
 import sys
 import time
 
-from interleave_bench.judges.cache import JudgmentCache
+import pytest
+
+from interleave_bench.benchmarks.problems import DataError
+from interleave_bench.judges.cache import JudgmentCache, JudgmentCacheError
 from interleave_bench.judges.request import JudgeReply, JudgeRequest, Part, cache_key
 
 WRITER = r"""
@@ -93,3 +97,53 @@ def test_kill_9_leaves_a_consistent_file(tmp_path):
     cache = JudgmentCache(path)  # reopens and keeps writing after the crash
     cache.put("after", JudgeReply("ok", text="x"), judge="j", protocol="p")
     assert cache.get("after").text == "x"
+
+
+def test_garbage_file_is_a_data_error_naming_the_file(tmp_path):
+    path = tmp_path / "judgments.sqlite"
+    garbage = bytes(range(256)) * 16
+    path.write_bytes(garbage)
+    with pytest.raises(DataError) as e:  # every command reports a DataError as one line
+        JudgmentCache(path)
+    assert isinstance(e.value, JudgmentCacheError)
+    assert str(e.value).startswith(f"{path}: corrupt judgment cache (file is not a database)")
+    assert "delete this file to re-judge" in str(e.value)
+    assert path.read_bytes() == garbage
+
+
+def damaged_after_open(tmp_path):
+    """A cache whose pages past the first were overwritten after it was opened (a disk fault)."""
+    path = tmp_path / "c.sqlite"
+    cache = JudgmentCache(path)
+    for i in range(200):
+        cache.put(f"k{i}", JudgeReply("ok", text="x" * 500), judge="j", protocol="p")
+    cache.close()
+    cache = JudgmentCache(path)
+    data = bytearray(path.read_bytes())
+    data[4096:] = b"\xab" * (len(data) - 4096)
+    path.write_bytes(bytes(data))
+    return cache
+
+
+def test_damage_found_while_reading_or_writing_is_the_same_error(tmp_path):
+    cache = damaged_after_open(tmp_path)
+    with pytest.raises(JudgmentCacheError, match="corrupt judgment cache"):
+        cache.get("k5")
+    with pytest.raises(JudgmentCacheError, match="corrupt judgment cache"):
+        cache.put("new", JudgeReply("ok", text="y"), judge="j", protocol="p")
+
+
+def test_damage_found_by_a_flush_in_the_loop_is_raised_by_the_next_call(tmp_path):
+    """The flush scheduled on the event loop cannot raise to anyone: its error waits for the
+    next ``get`` or ``flush`` instead of being logged and lost."""
+    cache = damaged_after_open(tmp_path)
+
+    async def write():
+        cache.put("new", JudgeReply("ok", text="y"), judge="j", protocol="p")
+        await asyncio.sleep(0)  # the scheduled flush runs here
+
+    asyncio.run(write())
+    with pytest.raises(JudgmentCacheError, match="corrupt judgment cache"):
+        cache.get("anything")
+    with pytest.raises(JudgmentCacheError):
+        cache.flush()

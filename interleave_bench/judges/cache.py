@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import contextlib
 import json
 import sqlite3
 import threading
@@ -60,7 +61,9 @@ def _cache_error(path: Path, e: sqlite3.Error) -> JudgmentCacheError:
 def _flush_at_exit(ref: weakref.ref[JudgmentCache]) -> None:
     cache = ref()
     if cache is not None:
-        cache.flush()
+        # already reported to the command that used it: no traceback at exit
+        with contextlib.suppress(JudgmentCacheError):
+            cache.flush()
 
 
 class JudgmentCache:
@@ -84,9 +87,12 @@ class JudgmentCache:
             raise _cache_error(self.path, e) from None
         self._pending: dict[str, tuple[Any, ...]] = {}  # written at the next loop turn
         self._flush_loop: asyncio.AbstractEventLoop | None = None
+        self._failed: JudgmentCacheError | None = None  # a flush in a loop callback failed
         atexit.register(_flush_at_exit, weakref.ref(self))
 
     def get(self, key: str) -> JudgeReply | None:
+        if self._failed is not None:
+            raise self._failed
         with self._lock:
             row = self._pending.get(key)
             if row is not None:
@@ -120,10 +126,20 @@ class JudgmentCache:
         if loop is None:
             self.flush()
         else:
-            loop.call_soon(self.flush)
+            loop.call_soon(self._flush_in_loop)
+
+    def _flush_in_loop(self) -> None:
+        """``flush`` as a loop callback: a failure there would only be logged by the loop, so it
+        is kept and raised by the next ``get``/``flush`` (the engine flushes when it closes)."""
+        try:
+            self.flush()
+        except JudgmentCacheError as e:
+            self._failed = e
 
     def flush(self) -> None:
         """Commit pending writes in one transaction (the engine calls it on close, too)."""
+        if self._failed is not None:
+            raise self._failed
         with self._lock:
             self._flush_loop = None
             if not self._pending:
@@ -139,7 +155,8 @@ class JudgmentCache:
                 self._db.execute("COMMIT")
             except BaseException as e:
                 if self._db.in_transaction:
-                    self._db.execute("ROLLBACK")
+                    with contextlib.suppress(sqlite3.Error):  # the error below says why
+                        self._db.execute("ROLLBACK")
                 self._pending.update((r[0], r) for r in rows)
                 if isinstance(e, sqlite3.DatabaseError):
                     raise _cache_error(self.path, e) from None
@@ -154,6 +171,8 @@ class JudgmentCache:
                 raise _cache_error(self.path, e) from None
 
     def close(self) -> None:
-        self.flush()
-        with self._lock:
-            self._db.close()
+        try:
+            self.flush()
+        finally:
+            with self._lock:
+                self._db.close()

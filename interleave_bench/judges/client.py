@@ -3,9 +3,10 @@
 What the existing harnesses get wrong and this gets right: many requests in flight (a concurrency
 limit, optional requests- and tokens-per-minute limits), retries only where a retry can help (429,
 5xx, timeouts, dropped connections) with exponential backoff, jitter and ``Retry-After`` (seconds
-or an HTTP date; an unparseable one falls back to backoff), every wait capped by ``max_retry_wait``
-and never past the deadline, sleeping *outside* the concurrency slot; other 4xx fail at once; an overall deadline; token usage and cost per
-call. The API key comes from an environment variable and is redacted from every message we produce.
+or an HTTP date; an unparseable one falls back to backoff), each wait capped by ``max_retry_wait``
+and never run past the overall deadline, sleeping *outside* the concurrency slot; other 4xx fail
+at once; a reply without content is an error, never a judgment; token usage and cost per call.
+The API key comes from an environment variable and is redacted from every message we produce.
 """
 
 from __future__ import annotations
