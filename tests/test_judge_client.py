@@ -354,6 +354,25 @@ def test_sdk_full_post_path_when_the_sdk_has_request_hooks(monkeypatch, transpor
     assert bad.status == "error" and bad.error.startswith("400")
 
 
+def test_sdk_full_post_path_reads_retry_after_and_content_the_same(monkeypatch, transport):
+    """Retry-After (unparseable, huge, a date) and a reply without content mean the same on the
+    SDK's own ``post`` as on the lean path every other test here takes."""
+    if transport != "sdk":
+        pytest.skip("SDK only")
+    from interleave_bench.judges import transport as tr
+
+    monkeypatch.setattr(tr, "sdk_request_is_fixed", lambda client: False)
+    date = email.utils.formatdate(time.time() + 30, usegmt=True)
+    replies = [Reply(status=429, headers={"Retry-After": v}) for v in ("soon", "86400", date)]
+    with FakeOpenAI(scripted(*replies, Reply(), Reply(content=None))) as server:
+        j = judge(server, max_retry_wait=20.0)
+        waits = recorded_waits(j)
+        ok, empty = run(j.complete(REQ)), run(j.complete(REQ))
+    assert ok.status == "ok" and ok.attempts == 4
+    assert 0 < waits[0] <= 0.05 and waits[1:] == [20.0, 20.0]  # backoff, then both capped
+    assert empty.status == "error" and empty.error.startswith("the reply has no content")
+
+
 def test_cache_writes_inside_a_loop_are_batched_and_flushed_on_close(tmp_path):
     import sqlite3
 
