@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import json
+import math
+import os
+import re
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -12,11 +16,86 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
+from typer.core import TyperGroup
 
 from . import __version__
 
+EXIT_CODES = (
+    "Exit codes: 0 success; 1 bad data, an unusable input or judge, or nothing usable (a one-line "
+    "'error: ...' names the file); 2 usage: a bad option value, an unknown name, a missing or "
+    "wrong-kind path; 130 interrupted (rerun to resume). Set IBENCH_DEBUG=1 or pass --debug for "
+    "the traceback of an unexpected error."
+)
+
+# the project's own errors for a user's mistake: printed as their message alone
+_USER_ERRORS = {
+    "DataError",
+    "ProtocolError",
+    "ScoreError",
+    "RunFolderError",
+    "BoardError",
+    "SortError",
+    "ModelError",
+    "WarmupDataError",
+    "JudgeUnavailable",
+    "GenerationFailed",
+    "ImageError",
+    "ImageGenerationError",
+    "SchemaError",
+}
+_debug = False  # set by --debug for the command being run
+
+
+def _debugging() -> bool:
+    return _debug or os.environ.get("IBENCH_DEBUG", "").strip().lower() in ("1", "true", "yes")
+
+
+def describe_error(e: BaseException) -> tuple[str, int, bool]:
+    """(one-line message, exit code, known): a known user error reads as its message, naming the
+    file; anything else as ``Type: message``, which hints at a bug worth a traceback."""
+    mro = [c.__name__ for c in type(e).__mro__ if c.__module__.startswith("interleave_bench")]
+    if "UnknownNameError" in mro:  # a KeyError: str() would quote it
+        message, code, known = str(e.args[0] if e.args else e), 2, True
+    elif set(mro) & _USER_ERRORS:
+        message, code, known = str(e), 1, True
+    elif isinstance(e, json.JSONDecodeError):
+        message, code, known = f"invalid JSON: {e}", 1, True
+    elif isinstance(e, OSError) and e.filename is not None:
+        where = str(e.filename) + (f" -> {e.filename2}" if e.filename2 is not None else "")
+        message, code, known = f"{where}: {e.strerror or e}", 1, True
+    else:
+        message, code, known = f"{type(e).__name__}: {e}", 1, False
+    return message, code, known
+
+
+class _Guarded(TyperGroup):
+    """The top-level command group. Whatever a command lets escape becomes one ``error:`` line
+    on stderr and exit 1 (2 for an unknown name), never a traceback, unless debugging is on;
+    typer's own usage errors keep their exit 2."""
+
+    def main(self, *args: Any, **kwargs: Any) -> Any:
+        global _debug
+        _debug = False
+        try:
+            return super().main(*args, **kwargs)
+        except Exception as e:
+            if _debugging():
+                raise
+            message, code, known = describe_error(e)
+            print_error(message)
+            if not known:
+                err.print(
+                    "(run with --debug or IBENCH_DEBUG=1 for the traceback)",
+                    markup=False,
+                    highlight=False,
+                )
+            sys.exit(code)
+
+
 app = typer.Typer(
+    cls=_Guarded,
     help="Evaluate and train models that answer with interleaved text and images.",
+    epilog=EXIT_CODES,
     no_args_is_help=True,
     add_completion=False,
 )
@@ -26,6 +105,29 @@ app.add_typer(data_app, name="data")
 out = Console()
 err = Console(stderr=True)
 
+
+def number(
+    low: float | None = None, *, above: bool = False, high: float | None = None
+) -> Callable[[str], float]:
+    """A typer ``parser`` for a finite float in a range (``above``: strictly greater than
+    ``low``); typer's ``min=`` lets ``nan`` through and cannot exclude its bound."""
+
+    def parse(value: str) -> float:
+        try:
+            x = float(value)
+        except ValueError:
+            raise typer.BadParameter(f"{value!r} is not a number") from None
+        if not math.isfinite(x):
+            raise typer.BadParameter(f"{value} is not a finite number")
+        if low is not None and (x <= low if above else x < low):
+            raise typer.BadParameter(f"{value} must be {'>' if above else '>='} {low:g}")
+        if high is not None and x > high:
+            raise typer.BadParameter(f"{value} must be <= {high:g}")
+        return x
+
+    return parse
+
+
 BenchArg = Annotated[
     str, typer.Argument(help="Benchmark name, or NAME:sample for the bundled mini set.")
 ]
@@ -33,7 +135,10 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object ins
 
 # options shared by `score` and `eval`
 ProtocolFileOpt = Annotated[
-    Path | None, typer.Option("--protocol-file", help="Official prompt file you supply.")
+    Path | None,
+    typer.Option(
+        "--protocol-file", exists=True, dir_okay=False, help="Official prompt file you supply."
+    ),
 ]
 AllowUnofficialOpt = Annotated[
     bool,
@@ -61,17 +166,96 @@ MaxCostOpt = Annotated[
     float | None,
     typer.Option(
         "--max-cost",
-        min=0.0,
-        help="USD budget: no judge request is sent that could take the cost past it; the rest "
-        "are errors that a rerun with a larger budget completes.",
+        parser=number(0.0),
+        help="USD budget (>= 0): no judge request is sent that could take the cost past it; the "
+        "rest are errors that a rerun with a larger budget completes.",
     ),
 ]
-DataOpt = Annotated[Path | None, typer.Option("--data", help="Local copy of the benchmark.")]
+RpmOpt = Annotated[
+    float | None,
+    typer.Option("--rpm", parser=number(0.0, above=True), help="Requests-per-minute limit (> 0)."),
+]
+TpmOpt = Annotated[
+    float | None,
+    typer.Option("--tpm", parser=number(0.0, above=True), help="Tokens-per-minute limit (> 0)."),
+]
+MaxRetriesOpt = Annotated[
+    int, typer.Option("--max-retries", min=0, help="Retries of a failed judge request.")
+]
+DeadlineOpt = Annotated[
+    float | None,
+    typer.Option(
+        "--deadline", parser=number(0.0, above=True), help="Seconds for all judge calls (> 0)."
+    ),
+]
+MaxRetryWaitOpt = Annotated[
+    float,
+    typer.Option(
+        "--max-retry-wait",
+        parser=number(0.0),
+        help="Longest wait in seconds between judge attempts, whatever Retry-After asks (>= 0).",
+    ),
+]
+JudgeTimeoutOpt = Annotated[
+    float,
+    typer.Option(
+        "--judge-timeout",
+        parser=number(0.0, above=True),
+        help="Seconds one judge request may take before it is retried (> 0).",
+    ),
+]
+PriceTableOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--price-table",
+        exists=True,
+        dir_okay=False,
+        help='JSON {"model": [usd_in_per_1M, usd_out_per_1M]}.',
+    ),
+]
+DataOpt = Annotated[
+    Path | None, typer.Option("--data", exists=True, help="Local copy of the benchmark.")
+]
+
+
+def print_error(message: str) -> None:
+    """``error: <message>`` on one line of stderr (a quoted YAML or JSON error's line breaks too),
+    so a script can show the last line of stderr and a person sees it whole."""
+    one_line = re.sub(r"\s*\n\s*", " ", message).strip()
+    err.print(f"[bold red]error:[/] {escape(one_line)}", highlight=False, soft_wrap=True)
 
 
 def fail(message: str, code: int = 1) -> typer.Exit:
-    err.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
+    print_error(message)
     return typer.Exit(code)
+
+
+def check_price_table(path: Path | None) -> None:
+    """Read a ``--price-table`` before anything runs: invalid JSON or a price that is not two
+    numbers >= 0 is exit 1 naming the file and the model (typer checked that it is a file)."""
+    if path is None:
+        return
+    shape = 'expected {"model": [usd_in_per_1M, usd_out_per_1M], ...}'
+    try:
+        table = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, ValueError) as e:
+        raise fail(f"--price-table {path}: invalid JSON ({e}); {shape}") from None
+    if not isinstance(table, dict):
+        raise fail(f"--price-table {path}: {shape}")
+    for model, price in table.items():
+        ok = (
+            isinstance(price, list)
+            and len(price) == 2
+            and all(
+                isinstance(x, int | float)
+                and not isinstance(x, bool)
+                and math.isfinite(x)
+                and x >= 0
+                for x in price
+            )
+        )
+        if not ok:
+            raise fail(f"--price-table {path}: {model!r} is {price!r}; {shape} with numbers >= 0")
 
 
 def print_json(value: Any) -> None:
@@ -121,8 +305,14 @@ def main_callback(
             "--version", callback=_version, is_eager=True, help="Print the version and exit."
         ),
     ] = False,
+    debug: Annotated[
+        bool,
+        typer.Option("--debug", help="Show the traceback of an unexpected error (IBENCH_DEBUG=1)."),
+    ] = False,
 ) -> None:
     """interleave-bench (ibench)."""
+    global _debug
+    _debug = debug
 
 
 # --------------------------------------------------------------------------- data
@@ -236,7 +426,7 @@ def _report(data, as_json: bool, title: str) -> None:
 def data_inspect(
     bench: BenchArg,
     path: Annotated[
-        Path | None, typer.Option("--path", help="Local copy of the benchmark.")
+        Path | None, typer.Option("--path", exists=True, help="Local copy of the benchmark.")
     ] = None,
     limit: Annotated[
         int | None, typer.Option("--limit", min=1, help="Read at most N samples.")
@@ -258,7 +448,9 @@ def data_inspect(
 @data_app.command("validate")
 def data_validate(
     bench: BenchArg,
-    path: Annotated[Path | None, typer.Option("--path", help="Local copy to validate.")] = None,
+    path: Annotated[
+        Path | None, typer.Option("--path", exists=True, help="Local copy to validate.")
+    ] = None,
     strict: Annotated[bool, typer.Option("--strict", help="Missing image files fail too.")] = False,
     as_json: JsonOpt = False,
 ) -> None:
@@ -275,13 +467,20 @@ def data_validate(
 @data_app.command("download")
 def data_download(
     bench: BenchArg,
-    to: Annotated[Path | None, typer.Option("--to", help="Destination folder.")] = None,
+    to: Annotated[
+        Path | None, typer.Option("--to", file_okay=False, help="Destination folder.")
+    ] = None,
     revision: Annotated[
         str | None, typer.Option("--revision", help="Hub branch, tag or commit.")
     ] = None,
     archive: Annotated[
         Path | None,
-        typer.Option("--archive", help="Unpack a release archive you downloaded by hand."),
+        typer.Option(
+            "--archive",
+            exists=True,
+            dir_okay=False,
+            help="Unpack a release archive you downloaded by hand.",
+        ),
     ] = None,
     as_json: JsonOpt = False,
 ) -> None:

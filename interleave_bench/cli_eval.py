@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import re
 from pathlib import Path
 from typing import Annotated
 
@@ -12,16 +14,25 @@ from .cli import (
     AllowUnofficialOpt,
     ConcurrencyOpt,
     DataOpt,
+    DeadlineOpt,
     JsonOpt,
     JudgeBaseUrlOpt,
     JudgeKeyEnvOpt,
     JudgeModelOpt,
+    JudgeTimeoutOpt,
     JudgeTransportOpt,
     MaxCostOpt,
+    MaxRetriesOpt,
+    MaxRetryWaitOpt,
+    PriceTableOpt,
     ProtocolFileOpt,
+    RpmOpt,
+    TpmOpt,
     app,
+    check_price_table,
     err,
     fail,
+    number,
     out,
     print_json,
     print_result,
@@ -29,12 +40,34 @@ from .cli import (
 
 # --------------------------------------------------------------------------- eval
 
+_DTYPES = ("auto", "float32", "bfloat16", "float16")
+
 
 def _default_out(model: str, bench: str) -> Path:
-    import re
-
     name = re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(model.rstrip("/")).name or model)
     return Path("runs") / f"{name}__{bench.replace(':', '_')}"
+
+
+def _check_model_type(model_type: str | None) -> None:
+    from .models.base import SUPPORTED_FAMILIES, UNSUPPORTED
+
+    known = (*SUPPORTED_FAMILIES, "replay", "pipeline")
+    if model_type is not None and model_type.lower() not in (*known, *UNSUPPORTED):
+        raise fail(f"--model-type {model_type!r}: expected one of {', '.join(known)}", 2)
+
+
+def _check_templates(path: Path | None) -> None:
+    """Read ``--templates`` before a model loads: a bad file is exit 1 naming it."""
+    if path is None:
+        return
+    from .models.prompts import load_templates
+
+    try:
+        load_templates(path)
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise fail(f"--templates {path}: invalid JSON ({e})") from None
+    except ValueError as e:  # its message names the file
+        raise fail(str(e)) from None
 
 
 @app.command("eval")
@@ -75,22 +108,39 @@ def eval_cmd(
     judge_key_env: JudgeKeyEnvOpt = "OPENAI_API_KEY",
     judge_transport: JudgeTransportOpt = "sdk",
     concurrency: ConcurrencyOpt = 16,
+    rpm: RpmOpt = None,
+    tpm: TpmOpt = None,
+    max_retries: MaxRetriesOpt = 6,
+    deadline: DeadlineOpt = None,
+    max_retry_wait: MaxRetryWaitOpt = 60.0,
+    judge_timeout: JudgeTimeoutOpt = 120.0,
+    price_table: PriceTableOpt = None,
     max_cost: MaxCostOpt = None,
     out_dir: Annotated[
         Path | None,
-        typer.Option("--out", help="Run folder (default runs/<model>__<bench>; rerun to resume)."),
+        typer.Option(
+            "--out",
+            file_okay=False,
+            help="Run folder (default runs/<model>__<bench>; rerun to resume).",
+        ),
     ] = None,
     device: Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")] = "auto",
     dtype: Annotated[str | None, typer.Option("--dtype", help="e.g. bfloat16.")] = None,
     batch_size: Annotated[int, typer.Option("--batch-size", min=1)] = 1,
     max_new_tokens: Annotated[int, typer.Option("--max-new-tokens", min=1)] = 256,
-    temperature: Annotated[float, typer.Option("--temperature", min=0.0)] = 0.0,
-    top_p: Annotated[float, typer.Option("--top-p")] = 1.0,
-    cfg_scale: Annotated[float, typer.Option("--cfg-scale")] = 5.0,
-    image_size: Annotated[int | None, typer.Option("--image-size")] = None,
+    temperature: Annotated[
+        float, typer.Option("--temperature", parser=number(0.0), help=">= 0 (0: greedy).")
+    ] = 0.0,
+    top_p: Annotated[
+        float, typer.Option("--top-p", parser=number(0.0, above=True, high=1.0), help="In (0, 1].")
+    ] = 1.0,
+    cfg_scale: Annotated[
+        float, typer.Option("--cfg-scale", parser=number(0.0), help="Image guidance, >= 0.")
+    ] = 5.0,
+    image_size: Annotated[int | None, typer.Option("--image-size", min=1)] = None,
     max_images: Annotated[int, typer.Option("--max-images", min=0)] = 3,
-    max_image_tokens: Annotated[int | None, typer.Option("--max-image-tokens")] = None,
-    seed: Annotated[int, typer.Option("--seed")] = 0,
+    max_image_tokens: Annotated[int | None, typer.Option("--max-image-tokens", min=1)] = None,
+    seed: Annotated[int, typer.Option("--seed", min=0)] = 0,
     chat_base_url: Annotated[
         str | None, typer.Option("--chat-base-url", help="Pipeline: the chat model's endpoint.")
     ] = None,
@@ -102,7 +152,13 @@ def eval_cmd(
         str | None, typer.Option("--image-base-url", help="Pipeline: Images API endpoint.")
     ] = None,
     templates: Annotated[
-        Path | None, typer.Option("--templates", help="JSON {bench: {category: instruction}}.")
+        Path | None,
+        typer.Option(
+            "--templates",
+            exists=True,
+            dir_okay=False,
+            help="JSON {bench: {category: instruction}}.",
+        ),
     ] = None,
     fail_fast: Annotated[
         bool, typer.Option("--fail-fast", help="Stop at the first failed generation.")
@@ -131,6 +187,15 @@ def eval_cmd(
         if protocol not in JUDGE_PROTOCOLS:
             raise fail(f"--protocol must be one of {', '.join(JUDGE_PROTOCOLS)}", 2)
         names.append(protocol)
+    if judge_transport not in ("sdk", "aiohttp"):
+        raise fail("--judge-transport must be sdk or aiohttp", 2)
+    if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", device):
+        raise fail(f"--device {device!r}: expected auto, cpu, cuda or cuda:N", 2)
+    if dtype is not None and dtype.removeprefix("torch.") not in _DTYPES:
+        raise fail(f"--dtype {dtype!r}: expected one of {', '.join(_DTYPES)}", 2)
+    check_price_table(price_table)
+    _check_model_type(model_type)
+    _check_templates(templates)
     out_dir = out_dir or _default_out(model, bench)
     settings = GenerationSettings(
         max_new_tokens=max_new_tokens,
@@ -151,6 +216,13 @@ def eval_cmd(
         "judge_key_env": judge_key_env,
         "judge_transport": judge_transport,
         "concurrency": concurrency,
+        "requests_per_minute": rpm,
+        "tokens_per_minute": tpm,
+        "max_retries": max_retries,
+        "deadline": deadline,
+        "max_retry_wait": max_retry_wait,
+        "judge_timeout": judge_timeout,
+        "price_table": price_table,
         "max_cost": max_cost,
     }
     cfg = EvalConfig(
@@ -251,8 +323,12 @@ def eval_cmd(
 
 @app.command("report")
 def report_cmd(
-    run: Annotated[Path, typer.Argument(help="A run folder made by ibench eval.")],
-    to: Annotated[Path | None, typer.Option("--out", help="Where to write the page.")] = None,
+    run: Annotated[
+        Path, typer.Argument(exists=True, file_okay=False, help="A run folder made by ibench eval.")
+    ],
+    to: Annotated[
+        Path | None, typer.Option("--out", dir_okay=False, help="Where to write the page.")
+    ] = None,
 ) -> None:
     """(Re)write the self-contained HTML report of a run folder."""
     from .report.html import write_report
@@ -269,8 +345,8 @@ app.add_typer(models_app, name="models")
 @models_app.command("tiny")
 def models_tiny(
     family: Annotated[str, typer.Argument(help="janus or emu3")],
-    dest: Annotated[Path, typer.Argument(help="Folder to write the model into.")],
-    seed: Annotated[int, typer.Option("--seed")] = 0,
+    dest: Annotated[Path, typer.Argument(file_okay=False, help="Folder to write the model into.")],
+    seed: Annotated[int, typer.Option("--seed", min=0)] = 0,
 ) -> None:
     """Build a tiny random model (tokenizer trained in memory) for tests and demos."""
     if family == "janus":

@@ -14,14 +14,22 @@ from .cli import (
     AllowUnofficialOpt,
     ConcurrencyOpt,
     DataOpt,
+    DeadlineOpt,
     JsonOpt,
     JudgeBaseUrlOpt,
     JudgeKeyEnvOpt,
     JudgeModelOpt,
+    JudgeTimeoutOpt,
     JudgeTransportOpt,
     MaxCostOpt,
+    MaxRetriesOpt,
+    MaxRetryWaitOpt,
+    PriceTableOpt,
     ProtocolFileOpt,
+    RpmOpt,
+    TpmOpt,
     app,
+    check_price_table,
     err,
     fail,
     out,
@@ -34,7 +42,12 @@ from .cli import (
 
 @app.command("aggregate")
 def aggregate_cmd(
-    file: Annotated[Path, typer.Argument(help="A judgment file made by an official tool.")],
+    file: Annotated[
+        Path,
+        typer.Argument(
+            exists=True, dir_okay=False, help="A judgment file made by an official tool."
+        ),
+    ],
     fmt: Annotated[
         str, typer.Option("--format", help="opening-scores, opening-pairwise or mmie-feedback.")
     ],
@@ -105,6 +118,7 @@ def score_cmd(
         Path,
         typer.Option(
             "--predictions",
+            exists=True,
             help="MMIE JSON, predictions.jsonl, a run folder, or an OpenING <MODEL>_output/ folder.",
         ),
     ],
@@ -127,23 +141,23 @@ def score_cmd(
     ] = None,
     trust_remote_code: Annotated[bool, typer.Option("--trust-remote-code")] = False,
     concurrency: ConcurrencyOpt = 16,
-    rpm: Annotated[float | None, typer.Option("--rpm", help="Requests-per-minute limit.")] = None,
-    tpm: Annotated[float | None, typer.Option("--tpm", help="Tokens-per-minute limit.")] = None,
-    max_retries: Annotated[int, typer.Option("--max-retries", min=0)] = 6,
-    deadline: Annotated[
-        float | None, typer.Option("--deadline", help="Seconds for all judge calls.")
-    ] = None,
-    price_table: Annotated[
-        Path | None,
-        typer.Option("--price-table", help='JSON {"model": [usd_in_per_1M, usd_out_per_1M]}.'),
-    ] = None,
+    rpm: RpmOpt = None,
+    tpm: TpmOpt = None,
+    max_retries: MaxRetriesOpt = 6,
+    deadline: DeadlineOpt = None,
+    max_retry_wait: MaxRetryWaitOpt = 60.0,
+    judge_timeout: JudgeTimeoutOpt = 120.0,
+    price_table: PriceTableOpt = None,
     data: DataOpt = None,
     clip_model: Annotated[
-        Path | None, typer.Option("--clip-model", help="CLIP folder for clip_score.")
+        Path | None,
+        typer.Option("--clip-model", exists=True, help="CLIP folder for clip_score."),
     ] = None,
     predictions_b: Annotated[
         Path | None,
-        typer.Option("--predictions-b", help="opening_pairwise: the second model's outputs."),
+        typer.Option(
+            "--predictions-b", exists=True, help="opening_pairwise: the second model's outputs."
+        ),
     ] = None,
     swap: Annotated[
         bool, typer.Option("--swap", help="opening_pairwise: judge both orders (position bias).")
@@ -157,7 +171,8 @@ def score_cmd(
     ] = False,
     preflight: Annotated[bool, typer.Option("--preflight/--no-preflight")] = True,
     out_dir: Annotated[
-        Path | None, typer.Option("--out", help="Output folder (default runs/score-<time>).")
+        Path | None,
+        typer.Option("--out", file_okay=False, help="Output folder (default runs/score-<time>)."),
     ] = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -181,6 +196,9 @@ def score_cmd(
         raise fail(f"--protocol must be one of {', '.join(PROTOCOLS)}", 2)
     if judge_transport not in ("sdk", "aiohttp"):
         raise fail("--judge-transport must be sdk or aiohttp", 2)
+    check_price_table(price_table)
+    if judge_local is not None and not estimate and not judge_local.exists():
+        raise fail(f"--judge-local {judge_local}: no such model folder", 2)
     out_dir = out_dir or Path("runs") / _time.strftime("score-%Y%m%d-%H%M%S")
     opts = ScoreOptions(
         bench=bench,
@@ -201,6 +219,8 @@ def score_cmd(
         tokens_per_minute=tpm,
         max_retries=max_retries,
         deadline=deadline,
+        max_retry_wait=max_retry_wait,
+        judge_timeout=judge_timeout,
         price_table=price_table,
         max_cost=max_cost,
         preflight=preflight,

@@ -39,10 +39,16 @@ def _train_config(path: Path, overrides: list[str], config_cls: Any = None) -> A
         key, sep, value = item.partition("=")
         if not sep:
             raise fail(f"override {item!r}: expected key=value", 2)
-        parsed = yaml.safe_load(value)
+        try:
+            parsed = yaml.safe_load(value)
+        except yaml.YAMLError as e:
+            raise fail(f"override {item!r}: the value is not a YAML scalar ({e})", 2) from None
         head, dot, rest = key.partition(".")
         if dot:
-            data.setdefault(head, {})[rest] = parsed
+            entry = data.setdefault(head, {})
+            if not isinstance(entry, dict):
+                raise fail(f"override {item!r}: {head} is {entry!r}, not a mapping", 2)
+            entry[rest] = parsed
         else:
             data[key] = parsed
     fields = {f.name for f in dataclasses.fields(config_cls)}
@@ -55,7 +61,7 @@ def _train_config(path: Path, overrides: list[str], config_cls: Any = None) -> A
         data["model"] = str(resolve_model_path(str(data["model"])))
     try:
         return config_cls(**data)
-    except TypeError as e:
+    except (TypeError, ValueError) as e:  # a missing field, a value out of range
         raise fail(f"{path}: {e}", 2) from None
 
 
@@ -67,7 +73,10 @@ ResumeOpt = Annotated[bool, typer.Option("--resume", help="Continue from the lat
 
 @train_app.command("grpo")
 def train_grpo(
-    config: Annotated[Path, typer.Option("--config", help="A recipe YAML (see train/).")],
+    config: Annotated[
+        Path,
+        typer.Option("--config", exists=True, dir_okay=False, help="A recipe YAML (see train/)."),
+    ],
     overrides: OverridesArg = None,
     resume: ResumeOpt = False,
     as_json: JsonOpt = False,
@@ -99,7 +108,12 @@ def train_grpo(
 
 @train_app.command("warmup")
 def train_warmup(
-    config: Annotated[Path, typer.Option("--config", help="A warm-up recipe YAML (see train/).")],
+    config: Annotated[
+        Path,
+        typer.Option(
+            "--config", exists=True, dir_okay=False, help="A warm-up recipe YAML (see train/)."
+        ),
+    ],
     overrides: OverridesArg = None,
     resume: ResumeOpt = False,
     as_json: JsonOpt = False,

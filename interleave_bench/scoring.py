@@ -57,6 +57,7 @@ class ScoreOptions:
     max_retries: int = 6
     deadline: float | None = None
     max_retry_wait: float = 60.0  # seconds: the longest one wait between judge attempts
+    judge_timeout: float = 120.0  # seconds: one judge request, before it is retried
     price_table: Path | None = None
     max_cost: float | None = None  # USD: no request is sent that could take the cost past it
     preflight: bool = True
@@ -218,6 +219,7 @@ def build_engine(opts: ScoreOptions, *, with_cache: bool = True) -> JudgeEngine 
         max_retries=opts.max_retries,
         deadline=opts.deadline,
         max_retry_wait=opts.max_retry_wait,
+        timeout=opts.judge_timeout,
         transport=opts.judge_transport,
     )
     if opts.price_table is not None:

@@ -5,6 +5,8 @@ import sys
 import zipfile
 from pathlib import Path
 
+import pytest
+from fake_openai import FakeOpenAI, Reply
 from helpers import cli_json, run_cli
 
 from interleave_bench import __version__
@@ -113,3 +115,85 @@ def test_every_benchmark_has_a_data_card():
             "## Known pitfalls",
         ):
             assert section in card, f"{name}: {section}"
+
+
+# ------------------------------------------------------------ judge options of `score` and `eval`
+
+
+@pytest.fixture
+def judge_configs(monkeypatch):
+    """Every JudgeConfig a command builds its API judge from."""
+    from interleave_bench import scoring
+
+    seen = []
+
+    class Recording(scoring.OpenAIJudge):
+        def __init__(self, config):
+            seen.append(config)
+            super().__init__(config)
+
+    monkeypatch.setattr(scoring, "OpenAIJudge", Recording)
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    return seen
+
+
+JUDGE_OPTIONS = [
+    "--rpm", "100", "--tpm", "5000", "--deadline", "30", "--max-retries", "1",
+    "--max-retry-wait", "0", "--judge-timeout", "7",
+]  # fmt: skip
+
+
+def _assert_options_reached(config, prices):
+    assert config.requests_per_minute == 100 and config.tokens_per_minute == 5000
+    assert config.deadline == 30 and config.max_retries == 1
+    assert config.max_retry_wait == 0 and config.timeout == 7
+    assert config.prices["j"] == (1.0, 2.0), prices
+
+
+def test_eval_takes_the_judge_options_of_score(tmp_path, judge_configs):
+    """eval's --rpm/--tpm/--deadline/--max-retries/--max-retry-wait/--judge-timeout/--price-table
+    reach the judge client as score's do (the judge refuses the key: exit 1 before generating)."""
+    prices = tmp_path / "prices.json"
+    prices.write_text(json.dumps({"j": [1, 2]}))
+    with FakeOpenAI(lambda body: Reply(status=401, message="bad key")) as server:
+        result = run_cli(
+            "eval", "--bench", "mmie:sample", "--limit", "1", "--protocol", "interleaved_eval",
+            "--judge-base-url", server.url, "--judge-model", "j", "--out", str(tmp_path / "run"),
+            "--price-table", str(prices), *JUDGE_OPTIONS,
+        )  # fmt: skip
+    assert result.exit_code == 1 and "not usable" in result.stderr, result.stderr
+    assert len(judge_configs) == 1
+    _assert_options_reached(judge_configs[0], prices)
+
+
+def test_score_takes_max_retry_wait_and_judge_timeout(tmp_path, judge_configs):
+    from test_score_cli import mmie_predictions
+
+    preds, prompts = mmie_predictions(tmp_path)
+    prices = tmp_path / "prices.json"
+    prices.write_text(json.dumps({"j": [1, 2]}))
+    with FakeOpenAI(lambda body: Reply(status=401, message="bad key")) as server:
+        result = run_cli(
+            "score", "--bench", "mmie", "--predictions", str(preds), "--protocol", "mmie",
+            "--protocol-file", str(prompts), "--allow-unofficial", "--judge-base-url", server.url,
+            "--judge-model", "j", "--out", str(tmp_path / "out"), "--price-table", str(prices),
+            *JUDGE_OPTIONS,
+        )  # fmt: skip
+    assert result.exit_code == 1 and "not usable" in result.stderr, result.stderr
+    _assert_options_reached(judge_configs[-1], prices)
+
+
+def test_eval_retry_options_bound_a_rate_limited_judge(tmp_path, monkeypatch):
+    """A judge that asks for an hour's pause on every call: eval --max-retries 1
+    --max-retry-wait 0 gives up after two requests at once instead of sleeping."""
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    hour = Reply(status=429, headers={"Retry-After": "3600"})
+    with FakeOpenAI(lambda body: hour) as server:
+        result = run_cli(
+            "eval", "--bench", "mmie:sample", "--limit", "1", "--protocol", "interleaved_eval",
+            "--judge-base-url", server.url, "--judge-model", "j", "--out", str(tmp_path / "run"),
+            "--max-retries", "1", "--max-retry-wait", "0",
+        )  # fmt: skip
+        sent = len(server.requests)
+    assert result.exit_code == 1 and "429" in result.stderr, result.stderr
+    assert sent == 2
