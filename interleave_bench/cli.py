@@ -7,6 +7,7 @@ import math
 import os
 import re
 import sys
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
@@ -68,6 +69,18 @@ def describe_error(e: BaseException) -> tuple[str, int, bool]:
     return message, code, known
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """Our own warnings (a torn record dropped, ...) read as one ``warning:`` line; other
+    libraries' warnings keep Python's form, which says where they come from."""
+    if category.__module__.startswith("interleave_bench"):
+        err.print(f"warning: {message}", markup=False, highlight=False, soft_wrap=True)
+    else:
+        _default_showwarning(message, category, filename, lineno, file, line)
+
+
+_default_showwarning = warnings.showwarning
+
+
 class _Guarded(TyperGroup):
     """The top-level command group. Whatever a command lets escape becomes one ``error:`` line
     on stderr and exit 1 (2 for an unknown name), never a traceback, unless debugging is on;
@@ -76,6 +89,7 @@ class _Guarded(TyperGroup):
     def main(self, *args: Any, **kwargs: Any) -> Any:
         global _debug
         _debug = False
+        warnings.showwarning = _show_warning
         try:
             return super().main(*args, **kwargs)
         except Exception as e:
