@@ -21,6 +21,8 @@ from pathlib import Path
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from . import __version__
+from .benchmarks.problems import DataError
+from .benchmarks.readers import MAX_JSON_DEPTH, load_json
 
 try:
     import fcntl
@@ -47,7 +49,9 @@ def _decode(raw: bytes) -> tuple[dict[str, Any] | None, str | None]:
     except UnicodeDecodeError as e:
         return None, f"not UTF-8 at byte {e.start + 1}"
     try:
-        rec = json.loads(text)
+        rec = load_json(text, "line")
+    except DataError:
+        return None, f"JSON nested more than {MAX_JSON_DEPTH} levels deep"
     except ValueError as e:
         return None, f"not JSON ({getattr(e, 'msg', e)} at column {getattr(e, 'colno', '?')})"
     if not isinstance(rec, dict):

@@ -201,6 +201,14 @@ def test_bad_line_before_the_last_is_an_error_naming_file_and_line(tmp_path):
     assert path.read_bytes() == before  # nothing cut
 
 
+def test_deeply_nested_record_is_an_error_not_a_recursion_error(tmp_path):
+    path = tmp_path / "judgments.jsonl"
+    deep = b'{"sample_id": "d", "x": ' + b"[" * 50_000 + b"]" * 50_000 + b"}"
+    path.write_bytes(b'{"sample_id": "x"}\n' + deep + b'\n{"sample_id": "y"}\n')
+    with pytest.raises(RunFolderError, match=r"judgments\.jsonl, line 2: JSON nested more than"):
+        list(read_jsonl(path))
+
+
 def first_run(tmp_path: Path) -> tuple[Path, dict]:
     out = tmp_path / "run"
     code, report = cli_json(*replay_eval_args(tmp_path, out))
