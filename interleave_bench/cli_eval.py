@@ -37,6 +37,7 @@ from .cli import (
     print_json,
     print_result,
 )
+from .registry import models as _families
 
 # --------------------------------------------------------------------------- eval
 
@@ -49,11 +50,13 @@ def _default_out(model: str, bench: str) -> Path:
 
 
 def _check_model_type(model_type: str | None) -> None:
-    from .models.base import SUPPORTED_FAMILIES, UNSUPPORTED
+    """An unregistered family is a usage error (exit 2) with a "did you mean"."""
+    from .models.base import UNSUPPORTED
+    from .registry import UnknownNameError, models
 
-    known = (*SUPPORTED_FAMILIES, "replay", "pipeline")
+    known = models.names()
     if model_type is not None and model_type.lower() not in (*known, *UNSUPPORTED):
-        raise fail(f"--model-type {model_type!r}: expected one of {', '.join(known)}", 2)
+        raise fail(f"--model-type: {UnknownNameError('model family', model_type, known)}", 2)
 
 
 def _check_templates(path: Path | None) -> None:
@@ -89,7 +92,8 @@ def eval_cmd(
     model_type: Annotated[
         str | None,
         typer.Option(
-            "--model-type", help="janus, emu3, replay or pipeline (default: config.json)."
+            "--model-type",
+            help=f"Model family: {', '.join(_families.names())} (default: from config.json).",
         ),
     ] = None,
     data: DataOpt = None,
@@ -344,15 +348,16 @@ app.add_typer(models_app, name="models")
 
 @models_app.command("tiny")
 def models_tiny(
-    family: Annotated[str, typer.Argument(help="janus or emu3")],
+    family: Annotated[str, typer.Argument(help="A family with a tiny model: janus, emu3, text")],
     dest: Annotated[Path, typer.Argument(file_okay=False, help="Folder to write the model into.")],
     seed: Annotated[int, typer.Option("--seed", min=0)] = 0,
 ) -> None:
     """Build a tiny random model (tokenizer trained in memory) for tests and demos."""
-    if family == "janus":
-        from .models.tiny_janus import build_tiny_janus as build
-    elif family == "emu3":
-        from .models.tiny_emu3 import build_tiny_emu3 as build
-    else:
-        raise fail("family must be janus or emu3", 2)
+    from .models.base import ModelError
+    from .models.families import tiny_builder
+
+    try:
+        build = tiny_builder(family)
+    except ModelError as e:
+        raise fail(str(e), 2) from None
     out.print(f"tiny {family}: {build(dest, seed=seed)}", markup=False)

@@ -33,11 +33,22 @@ class Registry(Generic[T]):
         self._loaded: dict[str, T] = {}
         self._entry_points_read = False
 
-    def register(self, name: str, target: str) -> None:
-        """Register ``name`` -> ``"package.module:attribute"`` (imported lazily)."""
+    def register(self, name: str, target: str | T) -> None:
+        """Register ``name`` -> ``"package.module:attribute"`` (imported lazily), or an object
+        itself (a spec built at run time, say in a test)."""
+        if not isinstance(target, str):
+            if name in self._targets and self._loaded.get(name) is not target:
+                raise ValueError(f"{self.kind} {name!r} is already registered")
+            self._targets[name], self._loaded[name] = f"<object {name}>", target
+            return
         if name in self._targets and self._targets[name] != target:
             raise ValueError(f"{self.kind} {name!r} is already registered as {self._targets[name]}")
         self._targets[name] = target
+
+    def unregister(self, name: str) -> None:
+        """Forget ``name`` (a test's temporary entry); unknown names are ignored."""
+        self._targets.pop(name, None)
+        self._loaded.pop(name, None)
 
     def _read_entry_points(self) -> None:
         if self._entry_points_read:
@@ -77,3 +88,11 @@ scorers: Registry[Any] = Registry("scorer")
 scorers.register("structure", "interleave_bench.scorers.structure:StructureScorer")
 scorers.register("text_similarity", "interleave_bench.scorers.similarity:TextSimilarityScorer")
 scorers.register("clip_score", "interleave_bench.scorers.similarity:ClipScoreScorer")
+
+# model families (see ``models/families.py``): each a FamilySpec declared in its adapter's module
+models: Registry[Any] = Registry("model")
+models.register("janus", "interleave_bench.models.janus:FAMILY")
+models.register("emu3", "interleave_bench.models.emu3:FAMILY")
+models.register("text", "interleave_bench.models.text_lm:FAMILY")
+models.register("replay", "interleave_bench.models.replay:FAMILY")
+models.register("pipeline", "interleave_bench.models.pipeline:FAMILY")

@@ -10,17 +10,15 @@ loses the batch.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any, Protocol
 
 from ..media import ImageStore
 from ..types import Interleaved
 
-SUPPORTED_FAMILIES = ("janus", "emu3", "text")  # text: any *ForCausalLM, text answers only
+# model_type values no family can serve, and why (``models.families.detect`` says so)
 UNSUPPORTED = {
     "chameleon": "Chameleon cannot emit images in transformers (its image-generation head is "
     "not released); use a Janus/Janus-Pro or Emu3 checkpoint",
@@ -117,33 +115,3 @@ class ModelAdapter(Protocol):
         *,
         return_trace: bool = False,
     ) -> list[GenerationOutput]: ...
-
-
-def detect_family(path: str | Path, override: str | None = None) -> str:
-    """The family from ``config.json``'s ``model_type`` (or ``--model-type``), with clear errors."""
-    if override:
-        family = override.lower()
-    else:
-        cfg = Path(path) / "config.json"
-        if not cfg.is_file():
-            raise ModelError(
-                f"{path}: no config.json here; pass a model folder or Hub id "
-                f"(families: {', '.join(SUPPORTED_FAMILIES)})"
-            )
-        try:
-            data = json.loads(cfg.read_text())
-        except (OSError, ValueError) as e:
-            raise ModelError(f"{cfg}: unreadable ({e})") from None
-        family = str(data.get("model_type", "")).lower()
-        archs = data.get("architectures") or []
-        known = family in SUPPORTED_FAMILIES or family in UNSUPPORTED
-        if not known and any(str(a).endswith("ForCausalLM") for a in archs):
-            family = "text"
-    if family in UNSUPPORTED:
-        raise ModelError(UNSUPPORTED[family])
-    if family not in SUPPORTED_FAMILIES:
-        raise ModelError(
-            f"unsupported model_type {family!r}; supported: "
-            f"{', '.join(SUPPORTED_FAMILIES)} (or use the pipeline/replay adapters)"
-        )
-    return family

@@ -45,6 +45,7 @@ from .emu3_grammar import (
     Emu3Vocab,
     ImageGrammar,
 )
+from .families import FamilySpec
 from .sampling import (
     allowed_logprobs,
     cache_kwarg,
@@ -333,3 +334,19 @@ class Emu3Adapter:
                 if text:
                     segments.append(Segment.of_text(text))
         return Interleaved(segments), result.trace
+
+
+FAMILY = FamilySpec(
+    name="emu3",
+    adapter="interleave_bench.models.emu3:Emu3Adapter",
+    model_types=("emu3",),
+    tiny="interleave_bench.models.tiny_emu3:build_tiny_emu3",
+    capabilities={
+        "generate": "interleave_bench.models.emu3:Emu3Adapter.generate",
+        "rollout": "interleave_bench.train.rollout:rollout_emu3",
+        "teacher_forced_logprobs": "interleave_bench.train.policy_logprobs:emu3_batch_logprobs",
+        "warmup_targets": "interleave_bench.train.warmup:_Emu3",
+        "structural_token_ids": "interleave_bench.train.rollout:emu3_structural_ids",
+    },
+    description="Emu3: one vocabulary of text and visual tokens, images under a grid grammar",
+)

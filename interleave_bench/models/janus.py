@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING, Any
 from ..media import ImageStore, load_ref
 from ..types import Interleaved, Segment
 from .base import DecodeTrace, GenerationOutput, GenerationSettings, generate_each
+from .families import FamilySpec
 from .sampling import cache_kwarg, load_pretrained, output_cache, resolve_device, sample_token
 
 if TYPE_CHECKING:
@@ -401,3 +402,19 @@ class JanusAdapter:
             return answer, result.trace
 
         return generate_each(prompts, one, return_trace=return_trace)
+
+
+FAMILY = FamilySpec(
+    name="janus",
+    adapter="interleave_bench.models.janus:JanusAdapter",
+    model_types=("janus",),
+    tiny="interleave_bench.models.tiny_janus:build_tiny_janus",
+    capabilities={
+        "generate": "interleave_bench.models.janus:JanusAdapter.generate",
+        "rollout": "interleave_bench.train.rollout:rollout_janus",
+        "teacher_forced_logprobs": "interleave_bench.train.policy_logprobs:janus_batch_logprobs",
+        "warmup_targets": "interleave_bench.train.warmup:_Janus",
+        "structural_token_ids": "interleave_bench.train.rollout:janus_structural_ids",
+    },
+    description="Janus / Janus-Pro: text and VQ image tokens from two heads",
+)

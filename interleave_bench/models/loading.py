@@ -6,26 +6,18 @@ import os
 from pathlib import Path
 from typing import Any
 
-from .base import ModelError, detect_family
-
-TINY = ("tiny:janus", "tiny:emu3", "tiny:text")
+from . import families
+from .base import ModelError
 
 
 def tiny_model(spec: str) -> Path:
-    """``tiny:janus`` / ``tiny:emu3``: a tiny random model built once into the cache (the demo)."""
+    """``tiny:NAME``: the tiny random model of family NAME, built once into the cache (the demo)."""
     from ..benchmarks.base import cache_home
 
     family = spec.partition(":")[2]
+    build = families.tiny_builder(family)
     dest = cache_home() / "tiny" / family
     if not (dest / "config.json").is_file():
-        if family == "janus":
-            from .tiny_janus import build_tiny_janus as build
-        elif family == "emu3":
-            from .tiny_emu3 import build_tiny_emu3 as build
-        elif family == "text":
-            from .tiny_text import build_tiny_text as build
-        else:
-            raise ModelError(f"{spec}: expected one of {', '.join(TINY)}")
         build(dest)
     return dest
 
@@ -65,25 +57,34 @@ def load_adapter(
     """``data`` (the loaded benchmark) pairs replayed outputs with samples; ``pipeline`` holds
     the integrated pipeline's options (chat endpoint, image generator); ``load_kwargs`` go to a
     transformers model's ``from_pretrained`` (QLoRA's quantization config)."""
-    if model_type == "replay":
-        from .replay import ReplayAdapter
-
-        return ReplayAdapter(model, data)
-    if model_type == "pipeline":
-        return _pipeline(model, pipeline or {})
+    if model_type:
+        spec = families.detect(model, model_type)
+        if not spec.folder:
+            return spec.load(
+                model,
+                device=device,
+                dtype=dtype,
+                load_kwargs=load_kwargs,
+                data=data,
+                pipeline=pipeline,
+            )
     path = resolve_model_path(model)
-    family = detect_family(path, model_type)
-    if family == "janus":
-        from .janus import JanusAdapter
+    spec = families.detect(path, model_type)
+    if not spec.folder:
+        raise ModelError(f"{model}: family {spec.name} needs --model-type {spec.name}")
+    return spec.load(str(path), device=device, dtype=dtype, load_kwargs=load_kwargs)
 
-        return JanusAdapter(str(path), device=device, dtype=dtype, load_kwargs=load_kwargs)
-    if family == "text":
-        from .text_lm import TextLMAdapter
 
-        return TextLMAdapter(str(path), device=device, dtype=dtype, load_kwargs=load_kwargs)
-    from .emu3 import Emu3Adapter
+def load_replay(model: str, *, data: Any = None, **_: Any) -> Any:
+    """The replay family's loader: ``--model`` is a folder or file of another tool's outputs."""
+    from .replay import ReplayAdapter
 
-    return Emu3Adapter(str(path), device=device, dtype=dtype, load_kwargs=load_kwargs)
+    return ReplayAdapter(model, data)
+
+
+def load_pipeline(model: str, *, pipeline: dict[str, Any] | None = None, **_: Any) -> Any:
+    """The pipeline family's loader: ``--model`` is the chat model."""
+    return _pipeline(model, pipeline or {})
 
 
 def _pipeline(chat_model: str, opts: dict[str, Any]) -> Any:

@@ -23,6 +23,7 @@ from ..media import ImageError, ImageStore, decode_image, to_data_url
 from ..scorers.base import run_sync
 from ..types import ImageRef, Interleaved, Segment
 from .base import GenerationOutput, GenerationSettings
+from .families import FamilySpec
 from .image_generators import (
     ImageGenerator,
 )
@@ -273,3 +274,12 @@ class PipelineAdapter:
         )
         decode_image(data, store.limits, "generated image")  # refuse a corrupt or truncated one
         return store.put_bytes(data)
+
+
+FAMILY = FamilySpec(
+    name="pipeline",
+    adapter="interleave_bench.models.loading:load_pipeline",
+    folder=False,
+    capabilities={"generate": "interleave_bench.models.pipeline:PipelineAdapter.generate"},
+    description="a chat model that describes images plus an image generator that draws them",
+)

@@ -21,6 +21,7 @@ from ..media import ImageError, ImageStore
 from ..predictions import load_mmie_predictions, load_opening_outputs, load_prediction_records
 from ..types import ImageRef, Interleaved, Prediction, Segment
 from .base import GenerationOutput, GenerationSettings
+from .families import FamilySpec
 
 ReplayFormat = Literal["mmie", "opening", "jsonl"]
 FORMATS: tuple[ReplayFormat, ...] = ("mmie", "opening", "jsonl")
@@ -163,3 +164,12 @@ class ReplayAdapter:
             if (found := ImageStore(base / "images").find(ref.sha256)) is not None:
                 return found
         raise ImageError(f"image {ref.source or ref.path or ref.sha256} not found")
+
+
+FAMILY = FamilySpec(
+    name="replay",
+    adapter="interleave_bench.models.loading:load_replay",
+    folder=False,
+    capabilities={"generate": "interleave_bench.models.replay:ReplayAdapter.generate"},
+    description="outputs another tool already produced, read from files",
+)

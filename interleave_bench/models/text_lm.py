@@ -19,6 +19,7 @@ from typing import Any
 from ..media import ImageStore
 from ..types import Interleaved, Segment
 from .base import DecodeTrace, GenerationOutput, GenerationSettings
+from .families import FamilySpec
 from .sampling import load_pretrained, resolve_device
 
 
@@ -137,3 +138,23 @@ class TextLMAdapter:
 def _eos_ids(model: Any, tokenizer: Any) -> list[int]:
     eos = getattr(model.generation_config, "eos_token_id", None) or tokenizer.eos_token_id
     return list(eos) if isinstance(eos, (list, tuple)) else [eos]
+
+
+def is_causal_lm(config: dict[str, Any]) -> bool:
+    """A config.json no other family claims is a text model when it names a ``*ForCausalLM``."""
+    return any(str(a).endswith("ForCausalLM") for a in config.get("architectures") or [])
+
+
+FAMILY = FamilySpec(
+    name="text",
+    adapter="interleave_bench.models.text_lm:TextLMAdapter",
+    detect="interleave_bench.models.text_lm:is_causal_lm",
+    tiny="interleave_bench.models.tiny_text:build_tiny_text",
+    capabilities={
+        "generate": "interleave_bench.models.text_lm:TextLMAdapter.generate",
+        "rollout": "interleave_bench.train.rollout:rollout_text",
+        "teacher_forced_logprobs": "interleave_bench.train.policy_logprobs:text_batch_logprobs",
+        "structural_token_ids": "interleave_bench.train.rollout:text_structural_ids",
+    },
+    description="any transformers causal LM (Llama, Qwen2, ...): text answers only",
+)
