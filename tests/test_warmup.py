@@ -327,5 +327,5 @@ def test_a_text_only_model_is_refused_with_a_clear_error(tiny_text, tmp_path):
     from interleave_bench.train.warmup import WarmupConfig, WarmupTrainer
 
     cfg = WarmupConfig(model=str(tiny_text), output_dir=str(tmp_path / "w"), steps=1)
-    with pytest.raises(ModelError, match="needs a Janus or Emu3 model, not a 'text' one"):
+    with pytest.raises(ModelError, match="image tokens; text cannot do warmup_targets"):
         WarmupTrainer(cfg)

@@ -36,6 +36,7 @@ from torch import Tensor
 
 from ..models.base import GenerationSettings
 from ..models.emu3 import teacher_forced_logits
+from ..models.families import family_of
 from ..models.janus import embed_generated, janus_token_ids, teacher_forced_hidden
 from .rollout import IMAGE_LOGPROBS, ImageLogprob, Rollout
 
@@ -210,21 +211,63 @@ def sequence_logprobs(
     *,
     image_logprob: ImageLogprob = "cond",
 ) -> tuple[Tensor, Tensor]:
-    """``(n,)`` recomputed log-probs of one rollout under ``adapter.model`` (either unified
-    family) and the entropies of the distributions they come from."""
-    if image_logprob not in IMAGE_LOGPROBS:
-        raise ValueError(f"image_logprob must be one of {IMAGE_LOGPROBS}, got {image_logprob!r}")
-    if getattr(adapter, "family", "janus") == "emu3":
-        return emu3_sequence_logprobs(adapter, rollout, settings, image_logprob=image_logprob)
-    return janus_sequence_logprobs(
-        adapter.model, adapter.processor, rollout, settings, image_logprob=image_logprob
+    """``(n,)`` recomputed log-probs of one rollout under ``adapter.model`` and the entropies of
+    the distributions they come from (the family's ``teacher_forced_logprobs`` on one row)."""
+    logp, ent = batch_logprobs(
+        adapter, [rollout], settings, image_logprob=image_logprob, with_entropy=True
     )
+    n = len(rollout.trace.token_ids)
+    return logp[0, :n], ent[0, :n]
+
+
+def janus_batch_logprobs(
+    adapter: Any,
+    rollouts: Sequence[Rollout],
+    settings: GenerationSettings,
+    image_logprob: ImageLogprob = "cond",
+) -> tuple[Tensor, Tensor]:
+    """Janus's ``teacher_forced_logprobs``: one padded forward for all rollouts, then each
+    rollout's heads."""
+    model, busy = adapter.model, [r for r in rollouts if r.trace.token_ids]
+    states = teacher_forced_hidden(model, [janus_context(model, r) for r in busy])
+    hidden = dict(zip(map(id, busy), states, strict=True))
+    pairs = [
+        janus_sequence_logprobs(
+            model,
+            adapter.processor,
+            r,
+            settings,
+            image_logprob=image_logprob,
+            hidden=hidden.get(id(r)),
+        )
+        for r in rollouts
+    ]
+    dev = model.device
+    return _pad([a for a, _ in pairs], dev), _pad([b for _, b in pairs], dev)
+
+
+def emu3_batch_logprobs(
+    adapter: Any,
+    rollouts: Sequence[Rollout],
+    settings: GenerationSettings,
+    image_logprob: ImageLogprob = "cond",
+) -> tuple[Tensor, Tensor]:
+    """Emu3's ``teacher_forced_logprobs``: one forward per rollout."""
+    pairs = [
+        emu3_sequence_logprobs(adapter, r, settings, image_logprob=image_logprob) for r in rollouts
+    ]
+    dev = adapter.model.device
+    return _pad([a for a, _ in pairs], dev), _pad([b for _, b in pairs], dev)
 
 
 def text_batch_logprobs(
-    adapter: Any, rollouts: Sequence[Rollout], settings: GenerationSettings
+    adapter: Any,
+    rollouts: Sequence[Rollout],
+    settings: GenerationSettings,
+    image_logprob: ImageLogprob = "cond",
 ) -> tuple[Tensor, Tensor]:
-    """Text family: one batched forward over ``[left-padded prompt | right-padded answer]``
+    """Text family's ``teacher_forced_logprobs`` (no images: ``image_logprob`` is moot): one
+    batched forward over ``[left-padded prompt | right-padded answer]``
     (position ids from the attention mask, as ``generate`` used), logits kept only from the last
     prompt position on."""
     model = adapter.model
@@ -261,32 +304,12 @@ def batch_logprobs(
     with_entropy: bool = False,
 ) -> Any:
     """``(B, T)`` recomputed log-probs, zero-padded; grad flows when grad is enabled. With
-    ``with_entropy`` also the ``(B, T)`` entropies (no grad)."""
-    if getattr(adapter, "family", "") == "text":
-        logp, ent = text_batch_logprobs(adapter, rollouts, settings)
-    else:
-        if getattr(adapter, "family", "janus") == "janus":  # one padded forward for all rollouts
-            model, busy = adapter.model, [r for r in rollouts if r.trace.token_ids]
-            states = teacher_forced_hidden(model, [janus_context(model, r) for r in busy])
-            hidden = dict(zip(map(id, busy), states, strict=True))
-            pairs = [
-                janus_sequence_logprobs(
-                    model,
-                    adapter.processor,
-                    r,
-                    settings,
-                    image_logprob=image_logprob,
-                    hidden=hidden.get(id(r)),
-                )
-                for r in rollouts
-            ]
-        else:
-            pairs = [
-                sequence_logprobs(adapter, r, settings, image_logprob=image_logprob)
-                for r in rollouts
-            ]
-        dev = adapter.model.device
-        logp, ent = _pad([a for a, _ in pairs], dev), _pad([b for _, b in pairs], dev)
+    ``with_entropy`` also the ``(B, T)`` entropies (no grad). The family's
+    ``teacher_forced_logprobs`` capability computes them."""
+    if image_logprob not in IMAGE_LOGPROBS:
+        raise ValueError(f"image_logprob must be one of {IMAGE_LOGPROBS}, got {image_logprob!r}")
+    forced = family_of(adapter).require("teacher_forced_logprobs")
+    logp, ent = forced(adapter, rollouts, settings, image_logprob)
     return (logp, ent) if with_entropy else logp
 
 

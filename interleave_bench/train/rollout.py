@@ -24,6 +24,7 @@ from typing import Any, Literal
 
 from ..media import ImageStore
 from ..models.base import DecodeTrace, GenerationSettings
+from ..models.families import family_of
 from ..models.janus import (
     JanusAdapter,
     build_prompt_inputs,
@@ -107,10 +108,13 @@ def rollout(
     empty trace (its reward is then ``None``: no gradient). ``prompt_offset`` is the global index
     of ``prompts[0]``: a data-parallel rank seeds its rollouts as one process would.
 
-    The text family decodes the whole step in one batched ``generate`` seeded from ``seed``
-    (rollouts then depend on the batch, not on ``(prompt, g)`` alone).
+    The family's ``rollout`` capability does the decoding (a family without one is a
+    ``ModelError`` naming it). The text family decodes the whole step in one batched
+    ``generate`` seeded from ``seed`` (rollouts then depend on the batch, not on ``(prompt, g)``
+    alone).
     """
     adapter = _unwrap(adapter_or_model, processor)
+    roll = family_of(adapter).require("rollout")
     model = adapter.model
     if group_size < 1:
         raise ValueError(f"group_size must be >= 1, got {group_size}")
@@ -119,11 +123,55 @@ def rollout(
     was_training = model.training
     model.eval()  # sampling without dropout, whatever mode training left the model in
     try:
-        if getattr(adapter, "family", "") == "text":
-            return _rollout_text(adapter, prompts, settings, group_size, seed, prompt_offset)
-        return _rollout_unified(adapter, prompts, settings, group_size, store, seed, prompt_offset)
+        return roll(adapter, prompts, settings, group_size, store, seed, prompt_offset)
     finally:
         model.train(was_training)
+
+
+def rollout_janus(
+    adapter: Any,
+    prompts: Sequence[Interleaved],
+    settings: GenerationSettings,
+    group_size: int,
+    store: ImageStore,
+    seed: int,
+    prompt_offset: int,
+) -> list[Rollout]:
+    """The Janus family's ``rollout`` capability."""
+    return _rollout_unified(
+        adapter,
+        prompts,
+        settings,
+        group_size,
+        store,
+        seed,
+        prompt_offset,
+        lambda *a: _decode_janus(*a),  # looked up per call: tests replace the decode
+        lambda p: build_prompt_inputs(adapter.processor, p, store),
+    )
+
+
+def rollout_emu3(
+    adapter: Any,
+    prompts: Sequence[Interleaved],
+    settings: GenerationSettings,
+    group_size: int,
+    store: ImageStore,
+    seed: int,
+    prompt_offset: int,
+) -> list[Rollout]:
+    """The Emu3 family's ``rollout`` capability."""
+    return _rollout_unified(
+        adapter,
+        prompts,
+        settings,
+        group_size,
+        store,
+        seed,
+        prompt_offset,
+        lambda *a: _decode_emu3(*a),
+        lambda p: adapter.prompt_inputs(p, store),
+    )
 
 
 def _rollout_unified(
@@ -134,19 +182,16 @@ def _rollout_unified(
     store: ImageStore,
     seed: int,
     prompt_offset: int,
+    decode: Any,
+    inputs_of: Any,
 ) -> list[Rollout]:
     """Janus / Emu3: one answer at a time through the family's decode loop, each with its own
     seeded generator."""
     import torch
 
-    decode = _decode_emu3 if getattr(adapter, "family", "") == "emu3" else _decode_janus
     out: list[Rollout] = []
     for i, prompt in enumerate(prompts):
-        inputs = (
-            adapter.prompt_inputs(prompt, store)
-            if decode is _decode_emu3
-            else build_prompt_inputs(adapter.processor, prompt, store)
-        )
+        inputs = inputs_of(prompt)
         for g in range(group_size):
             s = rollout_seed(seed, prompt_offset + i, g)
             gen = torch.Generator(device=adapter.model.device).manual_seed(s)
@@ -173,15 +218,17 @@ def _rollout_unified(
     return out
 
 
-def _rollout_text(
+def rollout_text(
     adapter: Any,
     prompts: Sequence[Interleaved],
     settings: GenerationSettings,
     group_size: int,
+    store: ImageStore,
     seed: int,
     prompt_offset: int,
 ) -> list[Rollout]:
-    """All ``len(prompts) * group_size`` answers of a text LM in one batched ``generate``."""
+    """The text family's ``rollout``: all ``len(prompts) * group_size`` answers of a text LM in
+    one batched ``generate``."""
     repeated = [p for p in prompts for _ in range(group_size)]
     start = time.perf_counter()
     inputs = adapter.encode(repeated)
@@ -233,6 +280,23 @@ def _decode_emu3(
     return answer, trace, [st.forced is None for st in steps]
 
 
+def janus_structural_ids(adapter: Any) -> frozenset[int]:
+    """Janus's ``structural_token_ids``: image start/end and end-of-sequence."""
+    ids = janus_token_ids(adapter.model, adapter.processor)
+    return frozenset({ids.boi, ids.eoi, *ids.eos})
+
+
+def emu3_structural_ids(adapter: Any) -> frozenset[int]:
+    """Emu3's ``structural_token_ids``: image start and end-of-sequence."""
+    vocab = adapter.vocab
+    return frozenset({vocab.boi, *vocab.eos})
+
+
+def text_structural_ids(adapter: Any) -> frozenset[int]:
+    """A text LM's ``structural_token_ids``: its end-of-sequence token."""
+    return frozenset(t for t in [adapter.processor.eos_token_id] if t is not None)
+
+
 def rollout_predictions(
     rollouts: Sequence[Rollout], samples: Sequence[Sample], model_id: str
 ) -> tuple[list[Sample], list[Prediction]]:
@@ -242,8 +306,8 @@ def rollout_predictions(
 
 
 def _unwrap(adapter_or_model: Any, processor: Any) -> Any:
-    """An adapter (Janus or Emu3) for whatever the caller passed."""
-    if hasattr(adapter_or_model, "processor") and hasattr(adapter_or_model, "model"):
+    """An adapter (of any family) for whatever the caller passed; a bare model must be Janus."""
+    if hasattr(adapter_or_model, "family"):
         return adapter_or_model
     if processor is None:
         raise ValueError("pass processor= when giving a bare model")

@@ -31,6 +31,7 @@ from typing import Any
 import torch
 
 from ..media import ImageStore
+from ..models.families import family_of
 from ..models.loading import load_adapter
 from ..models.prompts import build_prompt
 from ..scorers.structure import StructureScorer, structure_of
@@ -126,15 +127,7 @@ class GRPOTrainer:
         self.step = 0
 
     def _structural_tokens(self) -> frozenset[int]:
-        if self.family == "emu3":
-            vocab = self.adapter.vocab
-            return frozenset({vocab.boi, *vocab.eos})
-        if self.family == "janus":
-            from ..models.janus import janus_token_ids
-
-            ids = janus_token_ids(self.model, self.processor)
-            return frozenset({ids.boi, ids.eoi, *ids.eos})
-        return frozenset(t for t in [self.processor.eos_token_id] if t is not None)
+        return frozenset(family_of(self.adapter).require("structural_token_ids")(self.adapter))
 
     # ------------------------------------------------------------------ checkpoints
 

@@ -37,6 +37,7 @@ import torch.nn.functional as F
 from ..media import load_ref
 from ..models.base import GenerationSettings, ModelError
 from ..models.emu3 import teacher_forced_logits as emu3_teacher_forced_logits
+from ..models.families import family_of
 from ..models.janus import (
     build_prompt_inputs,
     embed_generated,
@@ -154,7 +155,7 @@ class _Family:
 
 
 class _Janus(_Family):
-    def __init__(self, adapter: Any) -> None:
+    def __init__(self, adapter: Any, settings: GenerationSettings | None = None) -> None:
         super().__init__(adapter)
         self.ids = janus_token_ids(self.model, self.processor)
         eos = self.tok.eos_token_id
@@ -266,16 +267,13 @@ class WarmupTrainer:
         )
         self.templates = load_templates(config.templates)
         adapter = load_adapter(config.model, device=config.device, dtype=config.dtype)
-        self.family_name = adapter.family
-        if self.family_name == "emu3":
-            self.family: _Family = _Emu3(adapter, config.settings())
-        elif self.family_name == "janus":
-            self.family = _Janus(adapter)
-        else:
-            raise ModelError(
-                f"{config.model}: warm-up trains image tokens; it needs a Janus or Emu3 model, "
-                f"not a {self.family_name!r} one"
-            )
+        spec = family_of(adapter)
+        self.family_name = spec.name
+        try:
+            targets = spec.require("warmup_targets")
+        except ModelError as e:
+            raise ModelError(f"{config.model}: warm-up trains image tokens; {e}") from None
+        self.family: _Family = targets(adapter, config.settings())
         self.adapter, self.model = adapter, adapter.model
         self.model.requires_grad_(True)
         self.model.model.vqmodel.requires_grad_(False).eval()  # targets come from a frozen VQ
