@@ -339,7 +339,7 @@ def data_list(as_json: JsonOpt = False) -> None:
 
     rows = []
     for name in benchmarks.names():
-        b = benchmarks.get(name)
+        b = benchmarks.get(name).benchmark()
         rows.append(
             {
                 "name": name,

@@ -37,6 +37,7 @@ from .cli import (
     print_json,
     print_result,
 )
+from .cli_registry import bench_help, check_protocol, live_option, protocol_help
 from .registry import models as _families
 
 # --------------------------------------------------------------------------- eval
@@ -85,9 +86,7 @@ def eval_cmd(
     ] = "tiny:janus",
     bench: Annotated[
         str,
-        typer.Option(
-            "--bench", help="mmie, interleavedbench, opening, isg (NAME:sample for the mini set)."
-        ),
+        live_option("--bench", help_of=bench_help),
     ] = "mmie:sample",
     model_type: Annotated[
         str | None,
@@ -99,11 +98,12 @@ def eval_cmd(
     data: DataOpt = None,
     limit: Annotated[int | None, typer.Option("--limit", min=1)] = None,
     scorers: Annotated[
-        str, typer.Option("--scorers", help="Comma list of offline scorers.")
+        str,
+        live_option("--scorers", help_of=protocol_help("offline", lead="Comma list of: ")),
     ] = "structure",
     protocol: Annotated[
         str | None,
-        typer.Option("--protocol", help="Judge protocol: mmie, interleaved_eval, opening_scores."),
+        live_option("--protocol", help_of=protocol_help("judge", lead="Judge protocol: ")),
     ] = None,
     protocol_file: ProtocolFileOpt = None,
     allow_unofficial: AllowUnofficialOpt = False,
@@ -174,22 +174,23 @@ def eval_cmd(
     from .benchmarks import DataError
     from .judges.client import JudgeUnavailable
     from .models.base import GenerationSettings, ModelError
+    from .protocols import protocol_names
     from .runner import EvalConfig, GenerationFailed, Hooks, run_eval
     from .runs import RunFolderError
     from .scorers.protocol_files import ProtocolError
-    from .scoring import JUDGE_PROTOCOLS, OFFLINE_PROTOCOLS, ScoreError
+    from .scoring import ScoreError
 
     names = [s.strip() for s in scorers.split(",") if s.strip()]
-    bad = [n for n in names if n not in OFFLINE_PROTOCOLS]
+    offline = protocol_names("offline")
+    bad = [n for n in names if n not in offline]
     if bad:
         raise fail(
             f"unknown offline scorer(s) {', '.join(bad)}; choose from "
-            f"{', '.join(OFFLINE_PROTOCOLS)} (judges go in --protocol)",
+            f"{', '.join(offline)} (judges go in --protocol)",
             2,
         )
     if protocol is not None:
-        if protocol not in JUDGE_PROTOCOLS:
-            raise fail(f"--protocol must be one of {', '.join(JUDGE_PROTOCOLS)}", 2)
+        check_protocol(protocol, "judge")
         names.append(protocol)
     if judge_transport not in ("sdk", "aiohttp"):
         raise fail("--judge-transport must be sdk or aiohttp", 2)

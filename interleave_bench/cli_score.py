@@ -36,8 +36,15 @@ from .cli import (
     print_json,
     print_result,
 )
+from .cli_registry import bench_help, check_protocol, live_option, protocol_help
 
 # --------------------------------------------------------------------------- aggregate
+
+
+def _formats() -> list[str]:
+    from .importers import formats
+
+    return formats()
 
 
 @app.command("aggregate")
@@ -48,17 +55,15 @@ def aggregate_cmd(
             exists=True, dir_okay=False, help="A judgment file made by an official tool."
         ),
     ],
-    fmt: Annotated[
-        str, typer.Option("--format", help="opening-scores, opening-pairwise or mmie-feedback.")
-    ],
+    fmt: Annotated[str, live_option("--format", help_of=lambda: ", ".join(_formats()) + ".")],
     as_json: JsonOpt = False,
 ) -> None:
     """Recompute the official aggregate of a published judgment file."""
     from .benchmarks import DataError
-    from .importers import FORMATS, aggregate_file
+    from .importers import aggregate_file, formats
 
-    if fmt not in FORMATS:
-        raise fail(f"--format must be one of {', '.join(FORMATS)}", 2)
+    if fmt not in formats():
+        raise fail(f"--format must be one of {', '.join(formats())}", 2)
     try:
         value, imported = aggregate_file(file, fmt)
     except DataError as e:
@@ -113,7 +118,7 @@ def aggregate_cmd(
 
 @app.command("score")
 def score_cmd(
-    bench: Annotated[str, typer.Option("--bench", help="mmie, interleavedbench, opening or isg.")],
+    bench: Annotated[str, live_option("--bench", help_of=bench_help)],
     predictions: Annotated[
         Path,
         typer.Option(
@@ -122,13 +127,7 @@ def score_cmd(
             help="MMIE JSON, predictions.jsonl, a run folder, or an OpenING <MODEL>_output/ folder.",
         ),
     ],
-    protocol: Annotated[
-        str,
-        typer.Option(
-            "--protocol",
-            help="mmie, interleaved_eval, opening_scores, structure, text_similarity, clip_score.",
-        ),
-    ],
+    protocol: Annotated[str, live_option("--protocol", help_of=protocol_help())],
     protocol_file: ProtocolFileOpt = None,
     allow_unofficial: AllowUnofficialOpt = False,
     judge_base_url: JudgeBaseUrlOpt = None,
@@ -181,19 +180,13 @@ def score_cmd(
 
     from .benchmarks import DataError
     from .judges.client import JudgeUnavailable
+    from .protocols import get_protocol
     from .runs import RunFolderError
     from .scorers.protocol_files import ProtocolError
-    from .scoring import (
-        PAIRWISE_PROTOCOLS,
-        PROTOCOLS,
-        ScoreError,
-        ScoreOptions,
-        run_pairwise,
-        run_score,
-    )
+    from .scoring import ScoreError, ScoreOptions, run_pairwise, run_score
 
-    if protocol not in PROTOCOLS:
-        raise fail(f"--protocol must be one of {', '.join(PROTOCOLS)}", 2)
+    check_protocol(protocol)
+    pairwise = get_protocol(protocol).kind == "pairwise"
     if judge_transport not in ("sdk", "aiohttp"):
         raise fail("--judge-transport must be sdk or aiohttp", 2)
     check_price_table(price_table)
@@ -256,30 +249,16 @@ def score_cmd(
             bar.update(task, advance=1, description=desc)
 
         try:
-            if protocol in PAIRWISE_PROTOCOLS:
-                pairwise, judgments, problems, engine = run_pairwise(opts, on_progress, on_start)
+            if pairwise:
+                arena, judgments, problems, engine = run_pairwise(opts, on_progress, on_start)
             else:
                 result, judgments, problems, engine = run_score(opts, on_progress, on_start)
         except (DataError, ProtocolError, ScoreError, JudgeUnavailable, RunFolderError) as e:
             raise fail(str(e)) from None
     for p in problems[:20]:
         err.print(f"problem: {p}", markup=False, highlight=False)
-    if protocol in PAIRWISE_PROTOCOLS:
-        if as_json:
-            print_json({**pairwise, "out": str(out_dir)})
-            return
-        table = Table(title=f"{bench} / opening pairwise  (judge: {pairwise['judge']})")
-        table.add_column("model")
-        for way in pairwise["win_rates"]:
-            table.add_column(way, justify="right")
-        for m in pairwise["models"]:
-            cells = [pairwise["win_rates"][w].get(m) for w in pairwise["win_rates"]]
-            table.add_row(escape(m), *("-" if v is None else f"{v:.3f}" for v in cells))
-        out.print(table)
-        out.print(
-            f"counts: {pairwise['counts']}   invalid: {pairwise['invalid_reasons']}", markup=False
-        )
-        return
+    if pairwise:
+        return _print_arena(arena, bench, protocol, str(out_dir), as_json)
     if as_json:
         print_json({**result.to_dict(), "out": str(out_dir)})
         return
@@ -287,6 +266,24 @@ def score_cmd(
     if engine is not None:
         err.print(f"judge: {engine.stats.to_dict()}", markup=False)
     out.print(f"written to {out_dir}", markup=False)
+
+
+def _print_arena(pairwise: dict, bench: str, protocol: str, out_dir: str, as_json: bool) -> None:
+    """A pairwise protocol's result: win rates by model, then counts."""
+    if as_json:
+        print_json({**pairwise, "out": out_dir})
+        return
+    table = Table(title=f"{bench} / {protocol}  (judge: {pairwise['judge']})")
+    table.add_column("model")
+    for way in pairwise["win_rates"]:
+        table.add_column(way, justify="right")
+    for m in pairwise["models"]:
+        cells = [pairwise["win_rates"][w].get(m) for w in pairwise["win_rates"]]
+        table.add_row(escape(m), *("-" if v is None else f"{v:.3f}" for v in cells))
+    out.print(table)
+    out.print(
+        f"counts: {pairwise['counts']}   invalid: {pairwise['invalid_reasons']}", markup=False
+    )
 
 
 def _print_estimate(opts, as_json: bool) -> None:

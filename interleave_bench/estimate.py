@@ -60,17 +60,17 @@ class _Counting:
 
 def estimate_score(opts: Any) -> CostEstimate:
     """The estimate for ``ibench score`` with these options (nothing is written or sent)."""
+    from .scorers.base import PairwiseScorer
     from .scoring import (
-        JUDGE_PROTOCOLS,
-        PAIRWISE_PROTOCOLS,
         ScoreError,
         build_engine,
         build_scorer,
         load_inputs,
         pair_inputs,
+        protocol_spec,
     )
 
-    if opts.protocol not in JUDGE_PROTOCOLS + PAIRWISE_PROTOCOLS:
+    if not protocol_spec(opts.protocol).uses_judge:
         raise ScoreError(f"--estimate is for judge protocols; {opts.protocol} calls no judge")
     cache_file = opts.out / "judgments.sqlite"
     cache = JudgmentCache(cache_file) if cache_file.is_file() else None
@@ -85,9 +85,9 @@ def estimate_score(opts: Any) -> CostEstimate:
 
     async def go() -> list[Any]:
         try:
-            if opts.protocol in PAIRWISE_PROTOCOLS:
+            if isinstance(scorer, PairwiseScorer):
                 samples, preds_a, preds_b, _ = pair_inputs(opts)
-                return await scorer.ascore_pairs(samples, preds_a, preds_b)  # type: ignore[attr-defined]
+                return await scorer.ascore_pairs(samples, preds_a, preds_b)
             samples, preds, _, _ = load_inputs(opts)
             return await scorer.ascore(samples, preds)
         finally:

@@ -30,7 +30,12 @@ from .scorers.opening import (
 )
 from .types import Judgment
 
-FORMATS = ("opening-scores", "opening-pairwise", "mmie-feedback")
+
+def formats() -> list[str]:
+    """The official judgment-file formats the registered protocols import (``--format``)."""
+    from .protocols import importer_formats
+
+    return sorted(importer_formats())
 
 
 @dataclass
@@ -154,32 +159,42 @@ def import_mmie_feedback(path: Path) -> Imported:
     return out
 
 
+def aggregate_opening_scores(path: Path) -> tuple[dict[str, Any], Imported]:
+    imp = import_opening_scores(path)
+    return summarize_criteria((j.metadata["model"], j.scores) for j in imp.judgments), imp
+
+
+def aggregate_opening_pairwise(path: Path) -> tuple[dict[str, Any], Imported]:
+    imp = import_opening_pairwise(path)
+    return win_rates(
+        (j.metadata["model_A"], j.metadata["model_B"], j.metadata["winner"]) for j in imp.judgments
+    ), imp
+
+
+def aggregate_mmie_feedback(path: Path) -> tuple[dict[str, Any], Imported]:
+    imp = import_mmie_feedback(path)
+    models = sorted({str(j.metadata.get("model")) for j in imp.judgments})
+    result = summarize(
+        imp.judgments,
+        imp.notes["categories"],
+        benchmark="mmie",
+        scorer=MMIEScorer.name,
+        protocol=MMIEScorer.protocol_version,
+        judge=None,
+        scale="0-6",
+        decimals=3,
+        percent_of=6.0,
+        metadata={"models": models, "source_file": path.name},
+    )
+    return result.to_dict(), imp
+
+
 def aggregate_file(path: str | Path, fmt: str) -> tuple[dict[str, Any], Imported]:
-    """Import ``path`` in format ``fmt`` and compute the official aggregate."""
-    p = Path(path)
-    if fmt == "opening-scores":
-        imp = import_opening_scores(p)
-        return summarize_criteria((j.metadata["model"], j.scores) for j in imp.judgments), imp
-    if fmt == "opening-pairwise":
-        imp = import_opening_pairwise(p)
-        return win_rates(
-            (j.metadata["model_A"], j.metadata["model_B"], j.metadata["winner"])
-            for j in imp.judgments
-        ), imp
-    if fmt == "mmie-feedback":
-        imp = import_mmie_feedback(p)
-        models = sorted({str(j.metadata.get("model")) for j in imp.judgments})
-        result = summarize(
-            imp.judgments,
-            imp.notes["categories"],
-            benchmark="mmie",
-            scorer=MMIEScorer.name,
-            protocol=MMIEScorer.protocol_version,
-            judge=None,
-            scale="0-6",
-            decimals=3,
-            percent_of=6.0,
-            metadata={"models": models, "source_file": p.name},
-        )
-        return result.to_dict(), imp
-    raise ValueError(f"unknown format {fmt!r}; expected one of {', '.join(FORMATS)}")
+    """Import ``path`` in format ``fmt`` (declared by a protocol's ``importers``) and compute the
+    official aggregate."""
+    from .protocols import importer_formats, resolve
+
+    found = importer_formats()
+    if fmt not in found:
+        raise ValueError(f"unknown format {fmt!r}; expected one of {', '.join(sorted(found))}")
+    return resolve(found[fmt])(Path(path))

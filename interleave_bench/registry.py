@@ -75,19 +75,22 @@ class Registry(Generic[T]):
         return self._loaded[key]
 
 
+# each target is a spec object declared in the kind's own module (see ``benchmarks/spec.py``)
 benchmarks: Registry[Any] = Registry("benchmark")
-benchmarks.register("mmie", "interleave_bench.benchmarks.mmie:MMIE")
-benchmarks.register(
-    "interleavedbench", "interleave_bench.benchmarks.interleavedbench:InterleavedBench"
-)
-benchmarks.register("opening", "interleave_bench.benchmarks.opening:OpenING")
-benchmarks.register("isg", "interleave_bench.benchmarks.isg:ISGBench")
+benchmarks.register("mmie", "interleave_bench.benchmarks.mmie:SPEC")
+benchmarks.register("interleavedbench", "interleave_bench.benchmarks.interleavedbench:SPEC")
+benchmarks.register("opening", "interleave_bench.benchmarks.opening:SPEC")
+benchmarks.register("isg", "interleave_bench.benchmarks.isg:SPEC")
 
-scorers: Registry[Any] = Registry("scorer")
-# judge-based scorers need an engine and prompts: `interleave_bench.scoring.build_scorer` makes them
-scorers.register("structure", "interleave_bench.scorers.structure:StructureScorer")
-scorers.register("text_similarity", "interleave_bench.scorers.similarity:TextSimilarityScorer")
-scorers.register("clip_score", "interleave_bench.scorers.similarity:ClipScoreScorer")
+# scoring protocols (see ``protocols.py``): offline scorers, judge protocols, pairwise arenas
+protocols: Registry[Any] = Registry("protocol")
+protocols.register("mmie", "interleave_bench.scorers.mmie:SPEC")
+protocols.register("interleaved_eval", "interleave_bench.scorers.interleaved_eval:SPEC")
+protocols.register("opening_scores", "interleave_bench.scorers.opening:SCORES_SPEC")
+protocols.register("opening_pairwise", "interleave_bench.scorers.opening:PAIRWISE_SPEC")
+protocols.register("structure", "interleave_bench.scorers.structure:SPEC")
+protocols.register("text_similarity", "interleave_bench.scorers.similarity:TEXT_SPEC")
+protocols.register("clip_score", "interleave_bench.scorers.similarity:CLIP_SPEC")
 
 # model families (see ``models/families.py``): each a FamilySpec declared in its adapter's module
 models: Registry[Any] = Registry("model")

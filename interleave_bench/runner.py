@@ -25,7 +25,7 @@ from .media import ImageStore
 from .models.base import GenerationSettings
 from .models.prompts import build_prompt, load_templates, templates_sha256
 from .runs import JsonlLog, claim_folder, dist_info, folder_lock, read_jsonl
-from .scoring import JUDGE_PROTOCOLS, ScoreOptions, aggregate, build_engine, build_scorer
+from .scoring import ScoreOptions, aggregate, build_engine, build_scorer, protocol_spec
 from .types import Judgment, Prediction, Result, Sample
 
 
@@ -143,7 +143,7 @@ class EvalRun:
                 out=self.cfg.out,
                 **self.cfg.judge,
             )
-            engine = build_engine(opts) if name in JUDGE_PROTOCOLS else None
+            engine = build_engine(opts) if protocol_spec(name).uses_judge else None
             if engine is not None:
                 self.engines.append(engine)
             scorers.append(build_scorer(opts, engine))

@@ -22,14 +22,11 @@ from .judges.cache import JudgmentCache
 from .judges.client import JudgeConfig, OpenAIJudge
 from .judges.engine import JudgeEngine
 from .predictions import load_mmie_predictions, load_opening_outputs, load_prediction_records
+from .protocols import ProtocolSpec, get_protocol
+from .registry import UnknownNameError
 from .runs import claim_folder, locks_run_folder
-from .scorers.base import Scorer, run_sync
+from .scorers.base import PairwiseScorer, Scorer, run_sync
 from .types import ImageRef, Interleaved, Judgment, Prediction, Result, Sample, Segment
-
-JUDGE_PROTOCOLS = ("mmie", "interleaved_eval", "opening_scores")
-OFFLINE_PROTOCOLS = ("structure", "text_similarity", "clip_score")
-PAIRWISE_PROTOCOLS = ("opening_pairwise",)  # two models per sample: `score --predictions-b`
-PROTOCOLS = JUDGE_PROTOCOLS + OFFLINE_PROTOCOLS + PAIRWISE_PROTOCOLS
 
 
 class ScoreError(ValueError):
@@ -152,54 +149,28 @@ def save_predictions(out: Path, preds: list[Prediction]) -> None:
     tmp.replace(out / "predictions.jsonl")
 
 
-def build_scorer(opts: ScoreOptions, engine: JudgeEngine | None) -> Scorer:
-    from .scorers import protocol_files as pf
+def protocol_spec(name: str) -> ProtocolSpec:
+    """The registered protocol ``name``; unknown: a ``ScoreError`` with a "did you mean"."""
+    try:
+        return get_protocol(name)
+    except UnknownNameError as e:
+        raise ScoreError(str(e)) from None
 
-    proto = opts.protocol
-    if proto == "mmie":
-        from .scorers.mmie import MMIEScorer
 
-        prompts = pf.load_mmie_prompts(opts.protocol_file, allow_unofficial=opts.allow_unofficial)
-        return MMIEScorer(engine, prompts)  # type: ignore[arg-type]
-    if proto == "interleaved_eval":
-        from .scorers.interleaved_eval import InterleavedEvalScorer
-
-        prompt = None
-        if opts.protocol_file is not None:
-            text = opts.protocol_file.read_text(encoding="utf-8")
-            prompt = pf.load_text_prompt("official", text, str(opts.protocol_file))
-        return InterleavedEvalScorer(engine, prompt)  # type: ignore[arg-type]
-    if proto == "opening_scores":
-        from .scorers.opening import OpenINGScoreScorer
-
-        prompt = pf.load_opening_prompt(
-            "detailed_score_system", opts.protocol_file, allow_unofficial=opts.allow_unofficial
+def build_scorer(opts: ScoreOptions, engine: JudgeEngine | None) -> Scorer | PairwiseScorer:
+    """The scorer of ``opts.protocol``, made by its registered spec's builder."""
+    spec = protocol_spec(opts.protocol)
+    scorer = spec.build(opts, engine)
+    want = PairwiseScorer if spec.kind == "pairwise" else Scorer
+    if not isinstance(scorer, want):
+        raise TypeError(
+            f"protocol {spec.name!r} ({spec.kind}) built {scorer!r}, not a {want.__name__}"
         )
-        return OpenINGScoreScorer(engine, prompt)  # type: ignore[arg-type]
-    if proto == "opening_pairwise":
-        from .scorers.opening import OpenINGPairwiseScorer
-
-        prompt = pf.load_opening_prompt(
-            "judge_system", opts.protocol_file, allow_unofficial=opts.allow_unofficial
-        )
-        return OpenINGPairwiseScorer(engine, prompt, swap=opts.swap)  # type: ignore[arg-type]
-    if proto == "structure":
-        from .scorers.structure import StructureScorer
-
-        return StructureScorer()
-    if proto == "text_similarity":
-        from .scorers.similarity import TextSimilarityScorer
-
-        return TextSimilarityScorer()
-    if proto == "clip_score":
-        from .scorers.similarity import ClipScoreScorer
-
-        return ClipScoreScorer(opts.clip_model)
-    raise ScoreError(f"unknown protocol {proto!r}; expected one of {', '.join(PROTOCOLS)}")
+    return scorer
 
 
 def build_engine(opts: ScoreOptions, *, with_cache: bool = True) -> JudgeEngine | None:
-    if opts.protocol not in JUDGE_PROTOCOLS + PAIRWISE_PROTOCOLS:
+    if not protocol_spec(opts.protocol).uses_judge:
         return None
     cache = JudgmentCache(opts.out / "judgments.sqlite") if with_cache else None
     if opts.judge_local is not None:
@@ -257,6 +228,8 @@ def run_score(
     save_predictions(opts.out, preds)
     engine = build_engine(opts)
     scorer = build_scorer(opts, engine)
+    if not isinstance(scorer, Scorer):
+        raise ScoreError(f"{opts.protocol} compares two models: run it with run_pairwise")
     finished = (opts.out / "results.json").is_file()
     if engine is not None and opts.preflight and not finished:
         run_sync(preflight(engine))
@@ -353,7 +326,7 @@ def pair_inputs(
     """The samples both ``--predictions`` (A) and ``--predictions-b`` (B) answered, aligned; then
     the problems of each side, the data revision and the two models' names."""
     if opts.predictions_b is None:
-        raise ScoreError("opening_pairwise compares two models: pass --predictions-b too")
+        raise ScoreError(f"{opts.protocol} compares two models: pass --predictions-b too")
     samples, preds_a, problems, revision = load_inputs(opts)
     _, preds_b, problems_b, _ = load_inputs(replace(opts, predictions=opts.predictions_b))
     by_b = {p.sample_id: p for p in preds_b}
@@ -378,18 +351,19 @@ def run_pairwise(
     on_progress: Callable[[Judgment, JudgeEngine | None], None] | None = None,
     on_start: Callable[[int], None] | None = None,
 ) -> tuple[dict[str, Any], list[Judgment], list[Problem], JudgeEngine | None]:
-    """OpenING's arena between the models of ``--predictions`` (A) and ``--predictions-b`` (B)
-    on the samples both answered; win rates four ways, unreadable verdicts counted as invalid."""
+    """A pairwise protocol's arena between the models of ``--predictions`` (A) and
+    ``--predictions-b`` (B) on the samples both answered; win rates as the protocol counts them,
+    unreadable verdicts counted as invalid."""
     from collections import Counter
 
-    from .scorers.opening import OpenINGPairwiseScorer
-
+    if protocol_spec(opts.protocol).kind != "pairwise":
+        raise ScoreError(f"{opts.protocol} is not a pairwise protocol")
     claimed = claim_folder(opts.out, "score", score_identity(opts), {})
     samples, preds_a, preds_b, (problems, problems_b, revision, models) = pair_inputs(opts)
     pairs = list(zip(samples, preds_a, preds_b, strict=True))
     engine = build_engine(opts)
     scorer = build_scorer(opts, engine)
-    assert isinstance(scorer, OpenINGPairwiseScorer) and engine is not None
+    assert isinstance(scorer, PairwiseScorer) and engine is not None
     if opts.preflight and not (opts.out / "results.json").is_file():
         run_sync(preflight(engine))
     if on_start is not None:
@@ -419,7 +393,7 @@ def run_pairwise(
         "judge": engine.model,
         "comparable": bool(scorer.comparable),
         "models": models,
-        "win_rates": OpenINGPairwiseScorer.rates(judgments),
+        "win_rates": scorer.rates(judgments),
         "counts": {
             "valid": counts.get("ok", 0),
             "invalid": counts.get("invalid", 0),

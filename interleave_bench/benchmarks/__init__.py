@@ -5,20 +5,24 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable
 
-from ..registry import benchmarks
 from .base import Benchmark, BenchmarkData, DatasetInfo, cache_home
 from .problems import DataError, Problem, RowError
+from .spec import BenchmarkSpec, benchmark_names, get_benchmark_spec, register_benchmark
 
 __all__ = [
     "Benchmark",
     "BenchmarkData",
+    "BenchmarkSpec",
     "DataError",
     "DatasetInfo",
     "Problem",
     "RowError",
+    "benchmark_names",
     "cache_home",
     "get_benchmark",
+    "get_benchmark_spec",
     "load_benchmark",
+    "register_benchmark",
 ]
 
 SAMPLE_SUFFIX = ":sample"
@@ -29,7 +33,7 @@ def get_benchmark(name: str) -> tuple[Benchmark, bool]:
     base, _, suffix = name.partition(":")
     if suffix and f":{suffix}" != SAMPLE_SUFFIX:
         raise DataError(f"unknown variant {name!r}: the only variant is {base}{SAMPLE_SUFFIX}")
-    return benchmarks.get(base), bool(suffix)
+    return get_benchmark_spec(base).benchmark(), bool(suffix)
 
 
 def load_benchmark(
@@ -44,8 +48,8 @@ def load_benchmark(
 ) -> BenchmarkData:
     """Load a benchmark as ``Sample``s in file order, without decoding any image.
 
-    ``name`` is ``mmie``, ``interleavedbench``, ``opening`` or ``isg``, optionally with ``:sample``
-    for the bundled mini set. Without ``path`` the copy under ``cache_home()/data`` is used, and
+    ``name`` is a registered benchmark (``ibench data list``), optionally with ``:sample`` for the
+    bundled mini set. Without ``path`` the copy under ``cache_home()/data`` is used, and
     downloaded from the Hub first when missing (where the benchmark is hosted there).
     """
     bench, bundled = get_benchmark(name)

@@ -15,6 +15,7 @@ from typing import Any
 from ..types import ImageRef, Interleaved, Sample, Segment
 from .base import Benchmark, HubSpec, RowContext, as_row, opt, req, typed
 from .problems import RowError
+from .spec import BenchmarkSpec
 
 PLACEHOLDER = "<image>"
 _LEADING_DOT = re.compile(r"^\.(?:\s+|$)")
@@ -114,3 +115,13 @@ class InterleavedBench(Benchmark):
                 "dataset_id": opt(row, "dataset_id", (str, int)),
             },
         )
+
+
+SPEC = BenchmarkSpec(
+    name="interleavedbench",
+    loader=InterleavedBench,
+    prompts={"default": "Respond to the instruction above with text and images interleaved."},
+    data_card="data_cards/interleavedbench.md",
+    mini_set="interleavedbench",
+    description=InterleavedBench.size,
+)

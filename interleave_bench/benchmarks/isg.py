@@ -14,6 +14,7 @@ from ..types import Interleaved, Sample, Segment
 from .base import Benchmark, HubSpec, RowContext, as_row, req, typed
 from .problems import RowError
 from .readers import iter_jsonl
+from .spec import BenchmarkSpec
 
 GROUPS = {
     "Style Transfer": [
@@ -89,3 +90,13 @@ class ISGBench(Benchmark):
             category=category,
             metadata={"source_id": source_id, "group": GROUP_OF.get(category)},
         )
+
+
+SPEC = BenchmarkSpec(
+    name="isg",
+    loader=ISGBench,
+    prompts={"default": "Answer with the text and images the request asks for, in that order."},
+    data_card="data_cards/isg.md",
+    mini_set="isg",
+    description=ISGBench.size,
+)

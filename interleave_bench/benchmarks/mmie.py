@@ -14,6 +14,7 @@ from typing import Any
 from ..types import Interleaved, Sample, Segment
 from .base import Benchmark, HubSpec, RowContext, as_row, req, typed
 from .problems import RowError
+from .spec import BenchmarkSpec
 
 CATEGORIES = {
     "SA": "situational_analysis",
@@ -101,3 +102,21 @@ class MMIE(Benchmark):
                 "model": model,
             },
         )
+
+
+SPEC = BenchmarkSpec(
+    name="mmie",
+    loader=MMIE,
+    categories=tuple(CATEGORIES.values()),
+    prompts={
+        "project_based_learning": "These are the steps so far. What should I do next? Explain "
+        "each next step in text and show it with an image.",
+        "situational_analysis": "Continue this story. Write the next part as short paragraphs, "
+        "each followed by an image that shows it.",
+        "multi_step_reasoning": "",  # the question alone, as MMIE poses it
+        "default": "Answer with text and images interleaved.",
+    },
+    data_card="data_cards/mmie.md",
+    mini_set="mmie",
+    description=MMIE.size,
+)

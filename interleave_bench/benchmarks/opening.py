@@ -14,6 +14,7 @@ from ..types import Interleaved, Sample, Segment
 from .base import Benchmark, RowContext, as_row, req, typed
 from .problems import RowError
 from .readers import iter_jsonl
+from .spec import BenchmarkSpec
 
 FOLDERS = ("OpenING-benchmark", "OpenING-Benchmark")
 
@@ -93,3 +94,13 @@ class OpenING(Benchmark):
             task=sub_name,
             metadata=meta,
         )
+
+
+SPEC = BenchmarkSpec(
+    name="opening",
+    loader=OpenING,
+    prompts={"default": "Respond with interleaved text and images, as the request asks."},
+    data_card="data_cards/opening.md",
+    mini_set="opening",
+    description=OpenING.size,
+)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import random
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -246,50 +246,72 @@ def _opening_reparse(sample: Sample, j: Judgment) -> str | None:
     return None
 
 
-SPECS: dict[str, BoardSpec] = {
-    "mmie": BoardSpec(
-        bench="mmie",
-        scorer=MMIEScorer.name,
-        protocol=MMIEScorer.protocol_version,
-        judge="MMIE-Score",
-        judge_matches=lambda judge: "mmie-score" in judge.lower(),
-        prompt_sha256=dict(MMIE_CONSTANTS),
-        item_scale=(0.0, 6.0),
-        integer_scores=True,
-        row_scale="0-100",
-        table="main",
-        recompute=_mmie_recompute,
-        row_scores=_mmie_row,
-        reparse=_mmie_reparse,
-    ),
-    "interleavedbench": BoardSpec(
-        bench="interleavedbench",
-        scorer=InterleavedEvalScorer.name,
-        protocol=InterleavedEvalScorer.protocol_version,
-        judge="GPT-4o",
-        judge_matches=_is_gpt4o,
-        prompt_sha256={},  # the official prompt is not pinned: no submission can be comparable
-        item_scale=(0.0, 5.0),
-        integer_scores=False,
-        row_scale="0-5",
-        table="auto",
-        recompute=_ie_recompute,
-        row_scores=_ie_row,
-        reparse=_ie_reparse,
-    ),
-    "opening": BoardSpec(
-        bench="opening",
-        scorer=OpenINGScoreScorer.name,
-        protocol=OpenINGScoreScorer.protocol_version,
-        judge="GPT-4o",
-        judge_matches=_is_gpt4o,
-        prompt_sha256={"detailed_score_system": OPENING_FILES["detailed_score_system"][1]},
-        item_scale=(0.0, 10.0),
-        integer_scores=False,
-        row_scale="0-10",
-        table="gpt4o_scores",
-        recompute=_opening_recompute,
-        row_scores=_opening_row,
-        reparse=_opening_reparse,
-    ),
-}
+MMIE_BOARD = BoardSpec(
+    bench="mmie",
+    scorer=MMIEScorer.name,
+    protocol=MMIEScorer.protocol_version,
+    judge="MMIE-Score",
+    judge_matches=lambda judge: "mmie-score" in judge.lower(),
+    prompt_sha256=dict(MMIE_CONSTANTS),
+    item_scale=(0.0, 6.0),
+    integer_scores=True,
+    row_scale="0-100",
+    table="main",
+    recompute=_mmie_recompute,
+    row_scores=_mmie_row,
+    reparse=_mmie_reparse,
+)
+
+INTERLEAVEDBENCH_BOARD = BoardSpec(
+    bench="interleavedbench",
+    scorer=InterleavedEvalScorer.name,
+    protocol=InterleavedEvalScorer.protocol_version,
+    judge="GPT-4o",
+    judge_matches=_is_gpt4o,
+    prompt_sha256={},  # the official prompt is not pinned: no submission can be comparable
+    item_scale=(0.0, 5.0),
+    integer_scores=False,
+    row_scale="0-5",
+    table="auto",
+    recompute=_ie_recompute,
+    row_scores=_ie_row,
+    reparse=_ie_reparse,
+)
+
+OPENING_BOARD = BoardSpec(
+    bench="opening",
+    scorer=OpenINGScoreScorer.name,
+    protocol=OpenINGScoreScorer.protocol_version,
+    judge="GPT-4o",
+    judge_matches=_is_gpt4o,
+    prompt_sha256={"detailed_score_system": OPENING_FILES["detailed_score_system"][1]},
+    item_scale=(0.0, 10.0),
+    integer_scores=False,
+    row_scale="0-10",
+    table="gpt4o_scores",
+    recompute=_opening_recompute,
+    row_scores=_opening_row,
+    reparse=_opening_reparse,
+)
+
+
+class _Boards(Mapping[str, BoardSpec]):
+    """``{bench: BoardSpec}`` read from the protocol registry on each use: a protocol declares
+    its board (``ProtocolSpec.leaderboard``), so intake knows a plugin's board too."""
+
+    def _all(self) -> dict[str, BoardSpec]:
+        from ..protocols import board_specs
+
+        return board_specs()
+
+    def __getitem__(self, bench: str) -> BoardSpec:
+        return self._all()[bench]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._all())
+
+    def __len__(self) -> int:
+        return len(self._all())
+
+
+SPECS: Mapping[str, BoardSpec] = _Boards()

@@ -51,8 +51,9 @@ def check_aligned(samples: Sequence[Sample], predictions: Sequence[Prediction]) 
             raise ValueError(f"prediction for {p.sample_id!r} is aligned with sample {s.id!r}")
 
 
-class Scorer(ABC):
-    """Subclasses implement ``ascore``; ``score`` is the sync wrapper."""
+class JudgmentMaker:
+    """What every scoring object shares: identity, progress reporting, connection cleanup and
+    the helpers that make judgments. ``Scorer`` and ``PairwiseScorer`` are its two interfaces."""
 
     name: str = "scorer"
     protocol_version: str = "1"
@@ -60,23 +61,6 @@ class Scorer(ABC):
     comparable: bool = False
     #: called with each judgment as soon as it exists (progress bars, append-as-you-go files)
     on_judgment: Callable[[Judgment], None] | None = None
-
-    @abstractmethod
-    async def ascore(
-        self, samples: Sequence[Sample], predictions: Sequence[Prediction]
-    ) -> list[Judgment]:
-        """Judge each prediction against its sample (same order, same length)."""
-
-    def score(self, samples: Sequence[Sample], predictions: Sequence[Prediction]) -> list[Judgment]:
-        """Sync wrapper: runs ``ascore`` on its own event loop and closes connections after."""
-
-        async def run() -> list[Judgment]:
-            try:
-                return await self.ascore(samples, predictions)
-            finally:
-                await self.aclose()
-
-        return run_sync(run())
 
     async def aclose(self) -> None:
         """Release connections held for the running event loop (judge clients)."""
@@ -125,6 +109,63 @@ class Scorer(ABC):
         return Judgment(
             sample_id, self.name, self.protocol_version, "error", reason=reason, **extra
         )
+
+
+class Scorer(JudgmentMaker, ABC):
+    """One prediction per sample. Subclasses implement ``ascore``; ``score`` is the sync wrapper."""
+
+    @abstractmethod
+    async def ascore(
+        self, samples: Sequence[Sample], predictions: Sequence[Prediction]
+    ) -> list[Judgment]:
+        """Judge each prediction against its sample (same order, same length)."""
+
+    def score(self, samples: Sequence[Sample], predictions: Sequence[Prediction]) -> list[Judgment]:
+        """Sync wrapper: runs ``ascore`` on its own event loop and closes connections after."""
+
+        async def run() -> list[Judgment]:
+            try:
+                return await self.ascore(samples, predictions)
+            finally:
+                await self.aclose()
+
+        return run_sync(run())
+
+
+class PairwiseScorer(JudgmentMaker, ABC):
+    """Two models' predictions per sample, judged against each other (an arena). Not a
+    ``Scorer``: it has no one-prediction call, so it cannot be handed where one is expected
+    (``ibench eval``'s scorers, a training reward)."""
+
+    @abstractmethod
+    async def ascore_pairs(
+        self,
+        samples: Sequence[Sample],
+        preds_a: Sequence[Prediction],
+        preds_b: Sequence[Prediction],
+    ) -> list[Judgment]:
+        """Judge A against B on each sample (all three aligned)."""
+
+    @staticmethod
+    @abstractmethod
+    def rates(judgments: Iterable[Judgment]) -> dict[str, dict[str, float | None]]:
+        """Win rates by way of counting -> model -> rate, from the valid judgments."""
+
+    def score_pairs(
+        self,
+        samples: Sequence[Sample],
+        preds_a: Sequence[Prediction],
+        preds_b: Sequence[Prediction],
+    ) -> list[Judgment]:
+        """Sync wrapper of ``ascore_pairs``; closes connections after."""
+
+        async def run() -> list[Judgment]:
+            try:
+                return await self.ascore_pairs(samples, preds_a, preds_b)
+            finally:
+                await self.aclose()
+
+        return run_sync(run())
 
 
 def json_object_in(text: str | None) -> tuple[dict[str, Any] | None, str | None]:

@@ -16,6 +16,7 @@ from ..aggregate import mean
 from ..judges.engine import JudgeEngine
 from ..judges.request import JudgeRequest, Part
 from ..media import ImageError, ImageStore, to_data_url
+from ..protocols import ProtocolSpec
 from ..types import Interleaved, Judgment, Prediction, Result, Sample
 from .base import PerItemScorer, json_object_in
 from .protocol_files import PromptSet, load_text_prompt
@@ -235,3 +236,24 @@ def aggregate_aspects(
             "prompt_sha256": prompt_sha256 or {},
         },
     )
+
+
+def build(opts: Any, engine: JudgeEngine) -> InterleavedEvalScorer:
+    """Our own rubric, or the official prompt from ``--protocol-file`` (never pinned)."""
+    prompt = None
+    if opts.protocol_file is not None:
+        text = opts.protocol_file.read_text(encoding="utf-8")
+        prompt = load_text_prompt("official", text, str(opts.protocol_file))
+    return InterleavedEvalScorer(engine, prompt)
+
+
+SPEC = ProtocolSpec(
+    name="interleaved_eval",
+    kind="judge",
+    builder=build,
+    description="InterleavedEval's five aspects (0-5), judged by a VLM",
+    scale="0-5",
+    benchmarks=("interleavedbench",),
+    aggregation="mean of each aspect; AVG is the mean of the aspect means",
+    leaderboard="interleave_bench.leaderboard.specs:INTERLEAVEDBENCH_BOARD",
+)

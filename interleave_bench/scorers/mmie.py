@@ -15,14 +15,16 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from ..aggregate import summarize
 from ..judges.engine import JudgeEngine
 from ..judges.request import JudgeRequest, Part
 from ..media import ImageError, ImageStore, ref_path, to_data_url
+from ..protocols import ProtocolSpec
 from ..types import ImageRef, Interleaved, Judgment, Prediction, Result, Sample
 from .base import PerItemScorer
-from .protocol_files import PromptSet
+from .protocol_files import MMIE_CONSTANTS, MMIE_URL, PromptSet
 
 PROMPT_FOR = (("SA", "SA_SYSTEM_PROMPT"), ("PBL", "PBL_SYSTEM_PROMPT"), ("MSR", "MSR_PROMPT"))
 TEMPLATE = "### Question\n{question}\n### Answer\n{answer}\n### Feedback\n"
@@ -222,3 +224,26 @@ class MMIEScorer(PerItemScorer):
                 "judge_stats": self.engine.stats.to_dict(),
             },
         )
+
+
+def build(opts: Any, engine: JudgeEngine) -> MMIEScorer:
+    """The scorer ``ibench score --protocol mmie`` runs (official prompts, pinned hashes)."""
+    from . import protocol_files as pf
+
+    prompts = pf.load_mmie_prompts(opts.protocol_file, allow_unofficial=opts.allow_unofficial)
+    return MMIEScorer(engine, prompts)
+
+
+SPEC = ProtocolSpec(
+    name="mmie",
+    kind="judge",
+    builder=build,
+    description="MMIE's official 0-6 rubric per category, judged by MMIE-Score",
+    scale="0-100",
+    benchmarks=("mmie",),
+    prompt_source=MMIE_URL,
+    prompt_sha256=MMIE_CONSTANTS,
+    aggregation="mean 0-6 score per category and overall, as a percentage of 6",
+    leaderboard="interleave_bench.leaderboard.specs:MMIE_BOARD",
+    importers={"mmie-feedback": "interleave_bench.importers:aggregate_mmie_feedback"},
+)

@@ -12,9 +12,10 @@ from typing import Any
 from ..judges.engine import JudgeEngine
 from ..judges.request import JudgeRequest, Part
 from ..media import ImageError, ImageStore, to_data_url
+from ..protocols import ProtocolSpec
 from ..types import Interleaved, Judgment, Prediction, Sample
-from .base import PerItemScorer, Scorer, check_aligned, json_object_in
-from .protocol_files import PromptSet
+from .base import JudgmentMaker, PairwiseScorer, PerItemScorer, check_aligned, json_object_in
+from .protocol_files import OPENING_BASE, OPENING_FILES, PromptSet, load_opening_prompt
 
 CRITERIA = (
     "Correctness",
@@ -143,7 +144,7 @@ def _parts(
     return parts
 
 
-class _OpenINGJudge(Scorer):
+class _OpenINGJudge(JudgmentMaker):
     def __init__(
         self,
         engine: JudgeEngine,
@@ -175,7 +176,7 @@ class _OpenINGJudge(Scorer):
         return reply, extra
 
 
-class OpenINGPairwiseScorer(_OpenINGJudge):
+class OpenINGPairwiseScorer(_OpenINGJudge, PairwiseScorer):
     """Judges two models' outputs for the same sample; with ``swap`` each pair is judged in both
     orders (each order a separate judgment, mapped back to the original A/B)."""
 
@@ -238,11 +239,6 @@ class OpenINGPairwiseScorer(_OpenINGJudge):
                 jobs.append(self._pair(s, a, b, True))
         return await self.gather(jobs)
 
-    async def ascore(
-        self, samples: Sequence[Sample], predictions: Sequence[Prediction]
-    ) -> list[Judgment]:
-        raise TypeError("pairwise scoring needs two predictions per sample: use ascore_pairs")
-
     @staticmethod
     def rates(judgments: Iterable[Judgment]) -> dict[str, dict[str, float | None]]:
         return win_rates(
@@ -286,3 +282,45 @@ class OpenINGScoreScorer(_OpenINGJudge, PerItemScorer):
         return summarize_criteria(
             (j.metadata.get("model", "model"), j.scores) for j in judgments if j.status == "ok"
         )
+
+
+def build_scores(opts: Any, engine: JudgeEngine) -> OpenINGScoreScorer:
+    prompt = load_opening_prompt(
+        "detailed_score_system", opts.protocol_file, allow_unofficial=opts.allow_unofficial
+    )
+    return OpenINGScoreScorer(engine, prompt)
+
+
+def build_pairwise(opts: Any, engine: JudgeEngine) -> OpenINGPairwiseScorer:
+    prompt = load_opening_prompt(
+        "judge_system", opts.protocol_file, allow_unofficial=opts.allow_unofficial
+    )
+    return OpenINGPairwiseScorer(engine, prompt, swap=opts.swap)
+
+
+SCORES_SPEC = ProtocolSpec(
+    name="opening_scores",
+    kind="judge",
+    builder=build_scores,
+    description="OpenING's seven criteria (0-10) per answer",
+    scale="0-10",
+    benchmarks=("opening",),
+    prompt_source=OPENING_BASE + OPENING_FILES["detailed_score_system"][0],
+    prompt_sha256={"detailed_score_system": OPENING_FILES["detailed_score_system"][1]},
+    aggregation="mean of each criterion; Overall is the mean of the criterion means",
+    leaderboard="interleave_bench.leaderboard.specs:OPENING_BOARD",
+    importers={"opening-scores": "interleave_bench.importers:aggregate_opening_scores"},
+)
+
+PAIRWISE_SPEC = ProtocolSpec(
+    name="opening_pairwise",
+    kind="pairwise",
+    builder=build_pairwise,
+    description="OpenING's arena: two models per sample (--predictions-b), win rates",
+    scale="win rate",
+    benchmarks=("opening",),
+    prompt_source=OPENING_BASE + OPENING_FILES["judge_system"][0],
+    prompt_sha256={"judge_system": OPENING_FILES["judge_system"][1]},
+    aggregation="win rates four ways (with/without ties, forward/both orders)",
+    importers={"opening-pairwise": "interleave_bench.importers:aggregate_opening_pairwise"},
+)

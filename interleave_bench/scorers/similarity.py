@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ..media import DEFAULT_LIMITS, ImageError, ImageLimits, ImageStore, load_ref
+from ..protocols import ProtocolSpec
 from ..types import Judgment, Prediction, Sample
 from .base import Scorer, check_aligned
 
@@ -317,3 +318,26 @@ class ClipScoreScorer(Scorer):
                     metadata={"per_image": per_image, "w": self.w},
                 )
         return _complete(out)
+
+
+def build_text(opts: Any, engine: Any) -> TextSimilarityScorer:
+    return TextSimilarityScorer()
+
+
+def build_clip(opts: Any, engine: Any) -> ClipScoreScorer:
+    return ClipScoreScorer(opts.clip_model)
+
+
+TEXT_SPEC = ProtocolSpec(
+    name="text_similarity",
+    kind="offline",
+    builder=build_text,
+    description="offline: text similarity to the gold answer (MiniLM embeddings)",
+)
+
+CLIP_SPEC = ProtocolSpec(
+    name="clip_score",
+    kind="offline",
+    builder=build_clip,
+    description="offline: CLIP image-text agreement (--clip-model)",
+)

@@ -8,7 +8,9 @@ Every sub-score gives partial credit, so that a policy can climb towards a targe
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
+from ..protocols import ProtocolSpec
 from ..types import Interleaved, Judgment, Prediction, Sample
 from .base import Scorer, check_aligned
 
@@ -177,3 +179,15 @@ class StructureScorer(Scorer):
     ) -> list[Judgment]:
         check_aligned(samples, predictions)
         return [self.score_one(s, p) for s, p in zip(samples, predictions, strict=True)]
+
+
+def build(opts: Any, engine: Any) -> StructureScorer:
+    return StructureScorer()
+
+
+SPEC = ProtocolSpec(
+    name="structure",
+    kind="offline",
+    builder=build,
+    description="offline: does the answer interleave text and images as asked",
+)

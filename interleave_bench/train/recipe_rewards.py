@@ -18,7 +18,7 @@ KNOWN_KEYS = {"protocol", "weight", "name", "key", "options"}
 
 def validate_rewards(cfg: TrainConfig) -> list[str]:
     """Check the recipe's reward specs without building anything; return the component names."""
-    from ..scoring import PAIRWISE_PROTOCOLS, PROTOCOLS
+    from ..protocols import protocol_names
 
     names: list[str] = []
     for i, spec in enumerate(cfg.rewards or []):
@@ -30,7 +30,7 @@ def validate_rewards(cfg: TrainConfig) -> list[str]:
             raise ValueError(
                 f"{where}: unknown key(s) {sorted(unknown)}; known {sorted(KNOWN_KEYS)}"
             )
-        usable = [p for p in PROTOCOLS if p not in PAIRWISE_PROTOCOLS]
+        usable = protocol_names("offline", "judge")  # a pairwise arena is not a reward
         if spec["protocol"] not in usable:
             raise ValueError(f"{where}: protocol {spec['protocol']!r} is not one of {usable}")
         options = spec.get("options") or {}

@@ -210,7 +210,7 @@ class GRPOTrainer:
             picked = [self.samples[i] for i in idx]
             rolls = rollout(
                 self.adapter,
-                [build_prompt(s) for s in picked],
+                [build_prompt(s, unknown="as_is") for s in picked],
                 settings,
                 g,
                 self.store,
