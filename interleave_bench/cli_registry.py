@@ -7,6 +7,7 @@ Listing names imports no spec module (help that describes specs imports only tho
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Callable
 from typing import Any
 
@@ -59,8 +60,11 @@ def check_protocol(name: str, *kinds: str, flag: str = "--protocol") -> None:
 
     try:
         spec = get_protocol(name)
-    except UnknownNameError as e:
-        raise fail(f"{flag}: {e}", 2) from None
+    except UnknownNameError:
+        known = protocol_names(*kinds)
+        close = difflib.get_close_matches(name, known, n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise fail(f"{flag} must be one of {', '.join(known)} (got {name!r}{hint})", 2) from None
     if kinds and spec.kind not in kinds:
         raise fail(
             f"{flag}: {name} is a {spec.kind} protocol here; choose from "
