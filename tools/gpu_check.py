@@ -2,10 +2,16 @@
 
 Builds the tiny models there, then on ``cuda``: recomputed log-probs equal the rollouts' (Janus,
 Emu3, text), a few GRPO steps per family (float32 and bfloat16), LoRA, QLoRA (4-bit, when
-bitsandbytes is importable) and warm-up. Each check is isolated; a JSON summary goes to
+bitsandbytes is importable), warm-up, and the decode-parity comparisons of
+``tests/test_decode_parity.py`` (our loops against transformers' ``generate``) in bfloat16 with
+the largest deviation of each. Each check is isolated; a JSON summary goes to
 ``$OUT/gpu_check.json`` (or the path given).
 
     HF_HUB_OFFLINE=1 PYTHONPATH=. python tools/gpu_check.py [OUT.json]
+    HF_HUB_OFFLINE=1 PYTHONPATH=. python tools/gpu_check.py --parity-only [OUT.json]
+
+``--parity-only`` runs just the parity report (bfloat16 on CUDA; float32 on the CPU when there
+is no GPU, where every deviation must be 0).
 """
 
 from __future__ import annotations
@@ -41,6 +47,87 @@ def check(name):
         return fn
 
     return wrap
+
+
+def parity_report(janus_dir: Path, emu3_dir: Path, device: str, dtype: str) -> dict:
+    """Each parity case of ``tests/test_decode_parity.py`` on ``device``/``dtype``: how many
+    tokens differ (and the first index), and the largest absolute pixel difference (0-255)."""
+    import importlib.util
+
+    import numpy as np
+
+    from interleave_bench.media import ImageStore
+    from interleave_bench.models.emu3 import Emu3Adapter
+    from interleave_bench.models.janus import JanusAdapter, build_prompt_inputs
+
+    path = Path(__file__).resolve().parent.parent / "tests" / "test_decode_parity.py"
+    spec = importlib.util.spec_from_file_location("decode_parity", path)
+    par = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(par)
+
+    def diff(ours: list, ref: list) -> dict:
+        ref = ref[: len(ours)]
+        bad = [i for i, (a, b) in enumerate(zip(ours, ref, strict=False)) if a != b]
+        bad += list(range(min(len(ours), len(ref)), max(len(ours), len(ref))))
+        return {"tokens": len(ours), "differ": len(bad), "first": bad[0] if bad else None}
+
+    def pixels(case: dict, key: str = "pixels") -> int:
+        a, b = case[f"ours_{key}"], case[f"ref_{key}"]
+        return int(np.abs(a - b).max()) if a.shape == b.shape else -1
+
+    report: dict = {"device": device, "dtype": dtype}
+    janus = JanusAdapter(janus_dir, device=device, dtype=dtype)
+    emu3 = Emu3Adapter(str(emu3_dir), device=device, dtype=dtype, negative_prompt=par.NEGATIVE)
+    store = ImageStore(Path(tempfile.mkdtemp()) / "images")
+    for guidance in (1.0, 3.0):
+        for sampled in (False, True):
+            name = f"g{guidance:g}_{'sampled' if sampled else 'greedy'}"
+            case = par.janus_image_case(janus.model, janus.processor, guidance, sampled)
+            report[f"janus_image_{name}"] = {
+                **diff(case["ours_codes"], case["ref_codes"]),
+                "max_pixel_diff": pixels(case),
+            }
+            case = par.emu3_image_case(emu3, guidance, sampled)
+            report[f"emu3_image_{name}"] = {
+                **diff(case["ours_tokens"], case["ref_tokens"]),
+                "max_pixel_diff": pixels(case),
+                "note": "sampled: exact only through the first row end" if sampled else "",
+            }
+    inputs = build_prompt_inputs(janus.processor, par.TEXT_PROMPT, store)
+    case = par.janus_text_case(janus.model, janus.processor, inputs, 24, suppress=True)
+    report["janus_text"] = diff(case["ours"], case["ref"])
+    inputs = emu3.prompt_inputs(par.TEXT_PROMPT, store)
+    case = par.emu3_text_case(emu3, inputs, 24, suppress=True)
+    report["emu3_text"] = diff(case["ours"], case["ref"])
+    # sampled Emu3 parts from the recipe by design after the first row end: not a deviation
+    cases = [
+        v
+        for k, v in report.items()
+        if isinstance(v, dict) and not (k.startswith("emu3_image") and k.endswith("sampled"))
+    ]
+    report["largest"] = {
+        "differing_tokens": max(v["differ"] for v in cases),
+        "max_pixel_diff": max(v.get("max_pixel_diff", 0) for v in cases),
+    }
+    return report
+
+
+def parity_only() -> None:
+    """``--parity-only``: the parity report alone, written like the full run's summary."""
+    import torch
+
+    from interleave_bench.models.tiny_emu3 import build_tiny_emu3
+    from interleave_bench.models.tiny_janus import build_tiny_janus
+
+    work = Path(tempfile.mkdtemp())
+    os.environ["IBENCH_HOME"] = str(work / "home")
+    cuda = torch.cuda.is_available()
+    device, dtype = ("cuda", "bfloat16") if cuda else ("cpu", "float32")
+    janus, emu3 = build_tiny_janus(work / "janus"), build_tiny_emu3(work / "emu3")
+    check(f"decode_parity_{dtype}_{device}")(lambda: parity_report(janus, emu3, device, dtype))
+    args = [a for a in sys.argv[1:] if a != "--parity-only"]
+    dest = Path(args[0]) if args else Path(os.environ.get("OUT", ".")) / "gpu_check.json"
+    dest.write_text(json.dumps(RESULTS, indent=2))
 
 
 def main() -> None:
@@ -182,6 +269,7 @@ def main() -> None:
 
     check("warmup_janus_cuda")(lambda: warm("wj", janus))
     check("warmup_emu3_cuda")(lambda: warm("we", emu3))
+    check("decode_parity_bf16_cuda")(lambda: parity_report(janus, emu3, "cuda", "bfloat16"))
 
     dest = (
         Path(sys.argv[1])
@@ -198,4 +286,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    parity_only() if "--parity-only" in sys.argv else main()

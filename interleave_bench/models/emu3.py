@@ -87,7 +87,9 @@ def interleaved_decode(
     With ``cfg_scale != 1`` a second, unconditional stream starts at each image start from
     ``uncond_prefix`` (BOS + negative prompt: the prompt with its text removed, as Emu3 does) and
     follows the image tokens; visual tokens are drawn from ``u + s * (c - u)`` over the
-    log-softmaxed visual logits. The stream is dropped after the last row.
+    log-softmaxed visual logits. The stream is dropped after the last row. A prompt that ends
+    inside an image opening (``ImageGrammar.resume``) continues that image first, its
+    unconditional stream starting from ``uncond_prefix`` plus the same opening tokens.
     """
     device = inputs["input_ids"].device
     use_cfg = cfg_scale != 1.0
@@ -96,7 +98,11 @@ def interleaved_decode(
     u_cache: Any = None
     visual = torch.tensor(grammar.vocab.visual, device=device)
     trace = DecodeTrace(cond_logprobs=[], cfg_logprobs=use_cfg)
-    grids: list[list[int]] = []
+    opening = grammar.resume(inputs["input_ids"][0].tolist())
+    grids: list[list[int]] = [[]] if opening else []
+    if use_cfg and opening:  # the unconditional stream opens the same image
+        ids = torch.tensor([[*(uncond_prefix or []), *opening]], device=device)
+        u_logits, u_cache = _forward(model, None, input_ids=ids)
     kinds: list[str] = []
     while not grammar.done:
         in_image = grammar.mode != TEXT

@@ -144,6 +144,40 @@ class ImageGrammar:
         if self.pos >= self.max_new_tokens:
             self.mode = DONE
 
+    def resume(self, prompt_ids: list[int]) -> list[int]:
+        """Continue an image the prompt opened; return the opening tokens it already holds.
+
+        A prompt built with ``Emu3Processor(..., return_for_image_generation=True)`` (transformers'
+        text-to-image recipe) ends with the image start, the "H*W" header and the wrapper: the
+        answer then begins with that image's visual tokens. Those opening tokens are prompt, not
+        answer, so they cost no budget. A prompt whose last image start is closed (an input
+        image) or absent opens nothing and returns ``[]``.
+        """
+        v = self.vocab
+        if self.mode != TEXT or v.boi not in prompt_ids:
+            return []
+        start = len(prompt_ids) - 1 - prompt_ids[::-1].index(v.boi)
+        opening = prompt_ids[start:]
+        if v.eoi in opening:
+            return []
+        expected = [v.boi, *self.header, v.wrapper]
+        if opening != expected[: len(opening)]:
+            raise ValueError(
+                f"the prompt opens an image whose header does not read {self.rows}*{self.cols}; "
+                "set image_size to the size the prompt asks for"
+            )
+        remaining = self.span_len - len(opening)
+        if self.max_new_tokens < remaining:
+            raise ValueError(
+                f"max_new_tokens={self.max_new_tokens} cannot finish the image the prompt opens "
+                f"({remaining} tokens)"
+            )
+        if len(opening) == len(expected):
+            self.mode, self._i = GRID, 0
+        else:
+            self.mode, self._i = HEADER, len(opening) - 1
+        return opening
+
     @property
     def done(self) -> bool:
         return self.mode == DONE

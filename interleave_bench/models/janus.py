@@ -13,7 +13,11 @@ the language model step by step over one KV cache:
   running sequence; the unconditional row is a fresh prefill of the same length in which every
   token but BOS and ``<begin_of_image>`` is padding (Janus's own recipe). Each code is fed back
   through the generation embeddings and aligner, the full grid is decoded to pixels by the VQ
-  model, ``<end_of_image>`` is appended, and text resumes with the image codes in context.
+  model, ``<end_of_image>`` is appended, and text resumes with the image codes in context;
+* a prompt that ends with ``<begin_of_image>`` (``JanusProcessor(..., generation_mode="image")``,
+  transformers' text-to-image recipe) starts in image mode: that image is drawn first, exactly as
+  ``generate(..., generation_mode="image")`` draws it (``tests/test_decode_parity.py``), and
+  counts toward ``max_images`` but not toward ``max_new_tokens``.
 
 Budget: ``max_new_tokens`` counts sampled text tokens; each image adds exactly the model's
 ``num_image_tokens`` codes. ``settings.max_image_tokens`` and ``settings.image_size`` are ignored:
@@ -267,29 +271,9 @@ def decode_interleaved(
                 parts.append(text)
             run.clear()
 
-        while n_text < settings.max_new_tokens:
-            logits = model.lm_head(hidden)[0].float()
-            logits[[ids.placeholder, ids.eoi]] = float("-inf")
-            if len(all_codes) >= settings.max_images:
-                logits[ids.boi] = float("-inf")
-            token, logprob = _pick(logits, temperature, top_p, generator)
-            record(token, logprob, False, logprob)
-            n_text += 1
-            if token in ids.eos:
-                stop = "eos"
-                break
-            if token != ids.boi:
-                run.append(token)
-                context.append(token)
-                hidden, cache = step.text(token, cache)
-                continue
-
-            # ---- image mode
-            flush_text()
-            if trace is not None:
-                trace.segments.append(("text", seg_start, pos()))
-            context.append(ids.boi)
-            hidden, cache = step.text(ids.boi, cache)
+        def draw_image() -> None:
+            """Image mode: ``<begin_of_image>`` is already in ``context`` and the cache."""
+            nonlocal hidden, cache, seg_start
             u_hidden = u_cache = None
             if cfg != 1.0:
                 keep = {ids.bos, ids.boi}
@@ -319,6 +303,31 @@ def decode_interleaved(
             seg_start = pos()
             record(ids.eoi, 0.0, False, 0.0)
             hidden, cache = step.text(ids.eoi, cache)
+
+        if context[-1] == ids.boi:  # a text-to-image prompt: the image is already open
+            draw_image()
+        while n_text < settings.max_new_tokens:
+            logits = model.lm_head(hidden)[0].float()
+            logits[[ids.placeholder, ids.eoi]] = float("-inf")
+            if len(all_codes) >= settings.max_images:
+                logits[ids.boi] = float("-inf")
+            token, logprob = _pick(logits, temperature, top_p, generator)
+            record(token, logprob, False, logprob)
+            n_text += 1
+            if token in ids.eos:
+                stop = "eos"
+                break
+            if token != ids.boi:
+                run.append(token)
+                context.append(token)
+                hidden, cache = step.text(token, cache)
+                continue
+            flush_text()
+            if trace is not None:
+                trace.segments.append(("text", seg_start, pos()))
+            context.append(ids.boi)
+            hidden, cache = step.text(ids.boi, cache)
+            draw_image()
 
         flush_text()
         if trace is not None and pos() > seg_start:
