@@ -130,7 +130,10 @@ class EvalRun:
             "scorers": cfg.scorers,
             "settings": settings,
             "judge": judge,
-            "templates_sha256": templates_sha256(self.templates),
+            # only this benchmark's wording: a plugin adding another benchmark changes nothing
+            "templates_sha256": templates_sha256(
+                {b: self.templates.get(b, {}) for b in sorted({s.benchmark for s in self.samples})}
+            ),
         }
 
     def scorer_objects(self) -> list[Any]:

@@ -100,7 +100,7 @@ CASES = [
     (["report", "afile"], 2, "afile"),
     (["report", "folder"], 1, "folder: not a run folder"),
     (["report", "folder", "--out", "folder"], 2, "folder"),
-    (["models", "tiny", "janos", "m"], 2, "janus or emu3"),
+    (["models", "tiny", "janos", "m"], 2, "expected one of tiny:emu3, tiny:janus, tiny:text"),
     (["models", "tiny", "janus", "afile"], 2, "afile"),
     (["models", "tiny", "janus", "m", "--seed", "-1"], 2, bad("--seed")),
     # data

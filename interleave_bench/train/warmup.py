@@ -290,7 +290,7 @@ class WarmupTrainer:
         """The teacher-forced sequence, or None (skipped) when the prompt exceeds
         ``max_prompt_tokens`` or nothing of the answer fits ``max_answer_tokens``."""
         sample: Sample = example.sample
-        prompt = build_prompt(sample, self.templates)
+        prompt = build_prompt(sample, self.templates, unknown="as_is")
         try:
             assert sample.gold is not None
             f = self.family.forced(prompt, sample.gold, self.cfg.max_answer_tokens)
