@@ -74,7 +74,9 @@ def test_loss_falls_and_the_final_model_answers_in_format(family, request, tmp_p
     examples = load_jsonl(tiny["understanding"], "understanding") + load_jsonl(tiny["t2i"], "t2i")
     settings = GenerationSettings(max_new_tokens=48, temperature=0.0, cfg_scale=1.0, max_images=2)
     outs = adapter.generate(
-        [build_prompt(e.sample, unknown="as_is") for e in examples], settings, ImageStore(tmp_path / "gen")
+        [build_prompt(e.sample, unknown="as_is") for e in examples],
+        settings,
+        ImageStore(tmp_path / "gen"),
     )
     assert all(o.error is None and len(o.output) for o in outs)
     got = [o.output.structure() for o in outs]
