@@ -331,3 +331,19 @@ def test_process_advantages_feed_the_loss():
     logp = torch.full((2, 3), -1.0, dtype=F64, requires_grad=True)
     loss, _ = grpo_loss(logp, None, None, adv, torch.ones(2, 3, dtype=torch.bool))
     assert loss.item() == pytest.approx(-(adv.sum(-1) / 3).mean().item())
+
+
+def test_group_normalise_is_the_one_group_normalisation():
+    """The hybrid reward's normalisation is ``outcome_advantages(scale_rewards="group")`` with
+    ``None`` kept (one implementation, in ``grpo``)."""
+    from interleave_bench.train import rewards
+    from interleave_bench.train.grpo import group_normalise
+
+    values = [1.0, None, 3.0, 2.0, 2.0, 7.0]
+    adv, _ = outcome_advantages(values, 3)
+    got = group_normalise(values, 3)
+    assert got[1] is None
+    assert [0.0 if v is None else v for v in got] == pytest.approx(adv.tolist(), abs=1e-6)
+    assert rewards.group_normalise(values, 3) == got
+    with pytest.raises(ValueError, match="groups of 4"):
+        group_normalise(values, 4)

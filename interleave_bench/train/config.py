@@ -1,4 +1,5 @@
-"""``TrainConfig``: every setting that decides a GRPO run (saved next to its checkpoints)."""
+"""``BaseTrainConfig`` (shared by every trainer) and ``TrainConfig`` (GRPO); saved next to the
+checkpoints of a run."""
 
 from __future__ import annotations
 
@@ -9,7 +10,33 @@ from ..models.base import GenerationSettings
 
 
 @dataclass
-class TrainConfig:
+class BaseTrainConfig:
+    """What every trainer (GRPO, warm-up) reads: model, run folder, optimizer, peft, processes.
+
+    ``lora``: ``None`` for full fine-tuning, or ``{r, alpha, dropout, target_modules}`` (peft):
+    only the adapters train, the base weights stay as loaded. ``quantization``: ``"4bit"`` /
+    ``"8bit"`` loads the base model through bitsandbytes (QLoRA; CUDA only, needs ``lora``).
+    ``grad_accum``: micro-batches per optimizer update. Data parallelism and DeepSpeed come from
+    the launcher (``torchrun`` / ``accelerate launch``), not from a key (``train.distributed``).
+    """
+
+    model: str
+    output_dir: str
+    steps: int = 20
+    lr: float = 2e-3
+    weight_decay: float = 0.0
+    grad_accum: int = 1
+    max_grad_norm: float | None = 1.0
+    lora: dict[str, Any] | None = None
+    quantization: str | None = None
+    dtype: str = "float32"
+    checkpoint_every: int = 0  # 0 = only at the end
+    seed: int = 0
+    device: str = "cpu"
+
+
+@dataclass
+class TrainConfig(BaseTrainConfig):
     """Recipe keys (``train/*.yaml``). Groups: data, GRPO, rewards, model/peft, logging.
 
     ``rewards``: ``None`` for the structure reward asking for ``expected`` (tiny recipes), or a
@@ -19,21 +46,14 @@ class TrainConfig:
     (``judge_model``, ``judge_base_url``, ``clip_model``, ...; ``expected`` for ``structure``).
     Several components form a ``HybridReward`` combined by ``reward_mode``.
 
-    ``lora``: ``None`` for full fine-tuning, or ``{r, alpha, dropout, target_modules}`` (peft);
-    the reference is then the base model with the adapters switched off (no second copy).
-    ``quantization``: ``"4bit"``/``"8bit"`` loads the base model through bitsandbytes (QLoRA;
-    CUDA only, needs ``lora``).
+    Under ``lora`` (``BaseTrainConfig``) the KL reference is the base model with the adapters
+    switched off (no second copy).
     """
 
-    model: str
-    output_dir: str
     benchmark: str = "mmie:sample"
     max_samples: int | None = None  # use only the first N samples as the prompt pool
-    steps: int = 20
     prompts_per_step: int = 2  # over all processes
     group_size: int = 4
-    lr: float = 2e-3
-    weight_decay: float = 0.0
     beta: float = 0.04  # 0: no reference model at all
     eps_low: float = 0.2
     eps_high: float = 0.2
@@ -42,8 +62,6 @@ class TrainConfig:
     scale_rewards: str = "group"
     image_logprob: str = "cond"  # "cfg" | "cond": which image log-probs form the ratio
     updates_per_rollout: int = 1
-    grad_accum: int = 1  # micro-batches per optimizer update (split over completions)
-    max_grad_norm: float | None = 1.0
     dynamic_sampling: bool = False  # drop zero-spread groups and refill with new prompts
     max_refill_rounds: int = 3
     process_weight: float = 0.0  # > 0: add process advantages (per-segment structure rewards)
@@ -51,13 +69,7 @@ class TrainConfig:
     rewards: list[dict[str, Any]] | None = None
     reward_mode: str = "sum_then_normalise"
     reward_missing: str = "drop"
-    lora: dict[str, Any] | None = None
-    quantization: str | None = None
-    dtype: str = "float32"
-    checkpoint_every: int = 0  # 0 = only at the end
     save_final: bool = True  # write output_dir/final (save_pretrained + processor)
-    seed: int = 0
-    device: str = "cpu"
     generation: dict[str, Any] = field(
         default_factory=lambda: {
             "max_new_tokens": 24,

@@ -41,11 +41,12 @@ class Dist:
     def main(self) -> bool:
         return self.rank == 0
 
-    def shard(self, items: list[Any]) -> tuple[list[Any], int]:
-        """This process's contiguous slice and the global index of its first item."""
+    def shard(self, items: list[Any], what: str = "prompts_per_step") -> tuple[list[Any], int]:
+        """This process's contiguous slice and the global index of its first item (``what``
+        names the setting that fixes ``len(items)``, for the error)."""
         if len(items) % self.world:
             raise ValueError(
-                f"prompts_per_step ({len(items)}) must be a multiple of the process count ({self.world})"
+                f"{what} ({len(items)}) must be a multiple of the process count ({self.world})"
             )
         k = len(items) // self.world
         return items[self.rank * k : (self.rank + 1) * k], self.rank * k

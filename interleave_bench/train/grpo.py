@@ -289,6 +289,17 @@ def outcome_advantages(
     return adv.reshape(-1).to(torch.float32), metrics
 
 
+def group_normalise(
+    rewards: RewardsLike, group_size: int, *, eps: float = 1e-4
+) -> list[float | None]:
+    """``outcome_advantages(scale_rewards="group")`` as float64 values with ``None`` kept (a
+    reward that does not apply stays ``None``); the hybrid reward normalises components with it."""
+    r = _reward_tensor(rewards)
+    centered, std, _ = _center_and_std(_groups(r, group_size))
+    adv = (centered / (std.unsqueeze(-1) + eps)).reshape(-1)
+    return [None if math.isnan(v) else a for v, a in zip(r.tolist(), adv.tolist(), strict=True)]
+
+
 def dynamic_sampling_mask(rewards: RewardsLike, group_size: int) -> Tensor:
     """``(n_groups,)`` bool: true for groups worth training on (non-zero reward spread).
 

@@ -255,22 +255,11 @@ def as_async_trl_reward(
 def group_normalise(
     values: Sequence[float | None], group_size: int, *, eps: float = 1e-4
 ) -> RewardList:
-    """``(r - mean) / (std + eps)`` within each group of ``group_size`` adjacent values.
+    """``(r - mean) / (std + eps)`` within each group of ``group_size`` adjacent values, ``None``
+    left out of the statistics and kept: ``grpo.group_normalise`` (one implementation)."""
+    from .grpo import group_normalise as normalise  # torch only when a hybrid normalises
 
-    Same convention as ``grpo.outcome_advantages(scale_rewards="group")``: unbiased std (0 with
-    fewer than two values), ``None`` left out of the statistics; here ``None`` stays ``None``.
-    """
-    if group_size < 1 or len(values) % group_size:
-        raise ValueError(f"{len(values)} values do not split into groups of {group_size}")
-    out: RewardList = []
-    for g0 in range(0, len(values), group_size):
-        group = values[g0 : g0 + group_size]
-        valid = [float(v) for v in group if v is not None]
-        mean = sum(valid) / len(valid) if valid else 0.0
-        var = sum((v - mean) ** 2 for v in valid) / (len(valid) - 1) if len(valid) > 1 else 0.0
-        std = math.sqrt(var)
-        out.extend(None if v is None else (float(v) - mean) / (std + eps) for v in group)
-    return out
+    return normalise(values, group_size, eps=eps)
 
 
 def _mean_std(values: Sequence[float | None]) -> tuple[float, float, float]:

@@ -19,12 +19,11 @@ log back to that offset and carries on, so the later records equal those of an u
 
 from __future__ import annotations
 
-import json
 import math
 import random
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,24 +31,21 @@ import torch
 
 from ..media import ImageStore
 from ..models.families import family_of
-from ..models.loading import load_adapter
 from ..models.prompts import build_prompt
 from ..scorers.structure import StructureScorer, structure_of
 from ..types import Sample
-from .checkpoints import checkpoint_dir, latest_checkpoint, load_state, read_log, save_state
+from .base import LOG_NAME, TrainerBase
+from .checkpoints import read_log
 from .config import TrainConfig
-from .distributed import Dist
-from .grpo import SPREAD_ATOL, grpo_loss, outcome_advantages, process_advantages
-from .peft_setup import Reference, apply_lora, quantization_kwargs, trainable_state
+from .grpo import dynamic_sampling_mask, grpo_loss, outcome_advantages, process_advantages
+from .peft_setup import Reference
 from .policy_logprobs import batch_logprobs, batch_mask, old_logprobs
 from .process import prefix_structure_reward, segment_letter
 from .recipe_rewards import build_reward
 from .rollout import IMAGE_LOGPROBS, Rollout, rollout, rollout_predictions
 from .step_log import console_line, image_logprob_sums, merge_record
 
-__all__ = ["GRPOTrainer", "TrainConfig", "TrainResult", "read_log", "train"]
-
-LOG_NAME = "log.jsonl"
+__all__ = ["LOG_NAME", "GRPOTrainer", "TrainConfig", "TrainResult", "read_log", "train"]
 
 
 @dataclass
@@ -59,14 +55,8 @@ class TrainResult:
     seconds: float
 
 
-def load_policy(cfg: TrainConfig, device: str) -> Any:
-    """The adapter of ``cfg.model``'s family (Janus, Emu3 or a text LM), quantized if asked."""
-    kwargs = quantization_kwargs(cfg.quantization, device, cfg.lora is not None)
-    return load_adapter(cfg.model, device=device, dtype=cfg.dtype, load_kwargs=kwargs)
-
-
-class GRPOTrainer:
-    """GRPO with scorer rewards. ``reward`` (a ``NativeReward``, a ``HybridReward`` or any
+class GRPOTrainer(TrainerBase):
+    """GRPO with scorer rewards (``TrainerBase`` does processes, peft, checkpoints, the log). ``reward`` (a ``NativeReward``, a ``HybridReward`` or any
     ``(samples, predictions) -> rewards`` callable) overrides the recipe's."""
 
     def __init__(
@@ -79,40 +69,14 @@ class GRPOTrainer:
     ) -> None:
         if config.image_logprob not in IMAGE_LOGPROBS:
             raise ValueError(f"image_logprob must be one of {IMAGE_LOGPROBS}")
-        self.cfg = config
-        self.dist = Dist(config.device)
-        self.out = Path(config.output_dir)
-        self.out.mkdir(parents=True, exist_ok=True)
-        self.log_path = self.out / LOG_NAME
+        super().__init__(config, console=console)
+        self.cfg: TrainConfig = config
         self.store = ImageStore(self.out / "images")
-        self.adapter = load_policy(config, self.dist.device)
+        self.setup_policy(self.load_policy())
         self.family = self.adapter.family
-        self.model, self.processor = self.adapter.model, self.adapter.processor
-        self.peft = None
-        if config.lora is not None:
-            self.peft = apply_lora(self.model, config.lora, quantized=bool(config.quantization))
-        else:
-            self.model.requires_grad_(True)
         # the reference is the *initial* policy, also after a resume
         self.ref = Reference(self.adapter, self.peft) if config.beta > 0 else None
-        self.params = [p for p in self.model.parameters() if p.requires_grad]
-        self.optimizer = torch.optim.AdamW(
-            self.params, lr=config.lr, weight_decay=config.weight_decay
-        )
-        self.engine = None
-        if self.dist.deepspeed:
-            if config.grad_accum > 1 and self.dist.main:
-                import warnings
-
-                warnings.warn(
-                    f"grad_accum={config.grad_accum} is not used under DeepSpeed: each update "
-                    "is one backward over all of the process's rollouts (same gradient, more "
-                    "memory); lower prompts_per_step or group_size if it does not fit",
-                    stacklevel=2,
-                )
-            self.engine, self.optimizer = self.dist.prepare_deepspeed(
-                self.model, self.optimizer, config.max_grad_norm
-            )
+        self.setup_optimizer()
         self.structural = self._structural_tokens()
         self.scorer = StructureScorer(expected=config.expected, prefer_gold=False)
         self.reward = reward or build_reward(config, self.scorer)
@@ -123,63 +87,9 @@ class GRPOTrainer:
         self.samples = list(samples)[: config.max_samples]
         if not self.samples:
             raise ValueError(f"{config.benchmark}: no samples to train on")
-        self.console = console if self.dist.main else None
-        self.step = 0
 
     def _structural_tokens(self) -> frozenset[int]:
         return frozenset(family_of(self.adapter).require("structural_token_ids")(self.adapter))
-
-    # ------------------------------------------------------------------ checkpoints
-
-    def checkpoint_dir(self, step: int) -> Path:
-        return checkpoint_dir(self.out, step)
-
-    def save_checkpoint(self) -> Path:
-        """Trainable weights + optimizer + step + RNG states + the log's byte offset, one file
-        (written by process 0; every process waits for it)."""
-        path = self.checkpoint_dir(self.step)
-        if self.engine is not None:  # partitioned optimizer state: every rank writes its part
-            self.engine.save_checkpoint(str(path / "deepspeed"))
-        if self.dist.main:
-            save_state(
-                path,
-                model_state=trainable_state(self.model, self.peft),
-                optimizer=None if self.engine is not None else self.optimizer,
-                step=self.step,
-                log_path=self.log_path,
-                config=asdict(self.cfg),
-            )
-        self.dist.barrier()
-        return path
-
-    def latest_checkpoint(self) -> Path | None:
-        return latest_checkpoint(self.out)
-
-    def load_checkpoint(self, path: Path) -> None:
-        log = self.log_path if self.dist.main else None
-        if self.engine is not None:
-            self.engine.load_checkpoint(str(path / "deepspeed"))
-        self.step = load_state(
-            path, self.model, self.optimizer, log_path=log, strict=self.peft is None
-        )
-        self.dist.barrier()
-
-    def save_final(self) -> Path:
-        """``output_dir/final``: the trained model (LoRA merged in) and its processor, loadable by
-        ``ibench eval --model``; a quantized base keeps only the adapter."""
-        dest = self.out / "final"
-        if self.dist.main:
-            if self.peft is not None and self.cfg.quantization:
-                self.peft.save_pretrained(dest / "adapter")
-            else:
-                model = self.model
-                if self.peft is not None:
-                    model = self.peft.merge_and_unload()
-                    self.model = self.adapter.model = model
-                model.save_pretrained(dest)
-                self.processor.save_pretrained(dest)
-        self.dist.barrier()
-        return dest
 
     # ------------------------------------------------------------------ rollouts and rewards
 
@@ -220,9 +130,10 @@ class GRPOTrainer:
             rewards, m = self._score(picked, rolls)
             if rounds == 0:
                 metrics = m
+            spread = dynamic_sampling_mask(rewards, g).tolist() if cfg.dynamic_sampling else []
             for i, sample in enumerate(picked):
                 group = rewards[i * g : (i + 1) * g]
-                if cfg.dynamic_sampling and not _has_spread(group):
+                if cfg.dynamic_sampling and not spread[i]:
                     dropped += 1
                     continue
                 if len(picked_all) < need:
@@ -319,20 +230,11 @@ class GRPOTrainer:
                 # dapo already divides by the whole batch's token count: sum micro-batches;
                 # the others are means over their micro-batch: weight by its share of all
                 if loss.requires_grad:  # False when no rollout of the chunk has a sampled token
-                    scaled = loss if cfg.loss_type == "dapo" else loss * len(c) * share
-                    if self.engine is not None:
-                        self.dist.acc.backward(scaled)  # DeepSpeed: backward, reduce, clip, step
-                    else:
-                        scaled.backward()
+                    self.backward(loss if cfg.loss_type == "dapo" else loss * len(c) * share)
                 m["loss"] = float(loss.detach())
                 for k, v in m.items():
                     metrics.setdefault(k, []).append(float(v))
-            if self.engine is not None:
-                continue  # the engine stepped inside backward
-            self.dist.average_gradients(self.params)
-            if cfg.max_grad_norm:
-                torch.nn.utils.clip_grad_norm_(self.params, cfg.max_grad_norm)
-            self.optimizer.step()
+            self.optimizer_step()  # DeepSpeed: nothing, the engine stepped inside backward
         self.model.eval()
         self.step += 1
         local = {
@@ -350,46 +252,22 @@ class GRPOTrainer:
         }
         name = getattr(self.reward, "__name__", "reward")
         record = merge_record(self.step, name, self.dist.gather(local), t0, t_roll)
-        if self.dist.main:
-            with open(self.log_path, "a", encoding="utf-8") as f:
-                f.write(json.dumps(record) + "\n")
-            if self.console is not None:
-                self.console.print(console_line(record))
+        self.write_record(record)
         return record
+
+    def console_line(self, record: dict[str, Any]) -> str:
+        return console_line(record)
 
     # ------------------------------------------------------------------ the loop
 
+    def wants_final(self) -> bool:
+        return self.cfg.save_final
+
     def train(self, *, resume: bool = False, stop_after: int | None = None) -> TrainResult:
-        """Run to ``config.steps`` (or ``stop_after`` steps from now, to simulate interruption).
-
-        Without ``resume`` an existing log is replaced; with it, the latest checkpoint (if any)
-        is loaded and the run continues from there.
-        """
-        t0 = time.perf_counter()
-        if resume and (ckpt := self.latest_checkpoint()) is not None:
-            self.load_checkpoint(ckpt)
-        elif not resume and self.dist.main:
-            self.log_path.write_text("")
-        if self.dist.main:
-            (self.out / "config.json").write_text(json.dumps(asdict(self.cfg), indent=2))
-        self.dist.barrier()
-        end = self.cfg.steps if stop_after is None else min(self.cfg.steps, self.step + stop_after)
-        every = self.cfg.checkpoint_every
-        while self.step < end:
-            self.train_step()
-            if every and self.step % every == 0:
-                self.save_checkpoint()
-        if self.step == self.cfg.steps:
-            if not (every and self.step % every == 0):
-                self.save_checkpoint()
-            if self.cfg.save_final:
-                self.save_final()
-        return TrainResult(read_log(self.log_path), self.log_path, time.perf_counter() - t0)
-
-
-def _has_spread(group: Sequence[float | None]) -> bool:
-    vals = [v for v in group if v is not None]
-    return len(vals) > 1 and max(vals) - min(vals) > SPREAD_ATOL
+        """Run to ``config.steps`` (or ``stop_after`` steps from now, to simulate interruption);
+        ``resume`` continues from the latest checkpoint (``TrainerBase.run``)."""
+        _, seconds = self.run(resume=resume, stop_after=stop_after)
+        return TrainResult(self.records(), self.log_path, seconds)
 
 
 def train(config: TrainConfig, *, resume: bool = False, console: Any = None) -> TrainResult:

@@ -19,15 +19,16 @@ text-mode choices and count as text. ``loss = weight_text * loss_text + weight_i
 each a token mean over the whole optimizer step (micro-batches included), logged separately.
 
 Resume works like the GRPO trainer's: a step's draw depends only on (seed, step); a checkpoint
-holds model, optimizer, step, RNG states and the log's byte offset.
+holds model, optimizer, step, RNG states and the log's byte offset. ``TrainerBase`` supplies that,
+the processes, LoRA/QLoRA and DeepSpeed: under ``torchrun`` each process takes a contiguous share
+of a step's ``batch_size * grad_accum`` examples (over all processes), scales its loss by the
+process count and the gradients are averaged, so N processes take the step one process would.
 """
 
 from __future__ import annotations
 
-import json
-import math
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -44,33 +45,28 @@ from ..models.janus import (
     janus_token_ids,
     teacher_forced_hidden,
 )
-from ..models.loading import load_adapter
 from ..models.prompts import build_prompt, load_templates
 from ..types import ImageRef, Interleaved, Sample
-from .checkpoints import checkpoint_dir, latest_checkpoint, load_state, read_log, save_state
+from .base import FINAL, LOG_NAME, TrainerBase
+from .config import BaseTrainConfig
 from .policy_logprobs import prompt_embeds
 from .warmup_data import KINDS, Example, Forced, MixSampler, Token, counts, layout, load_sources
 
-LOG_NAME = "log.jsonl"
-FINAL = "final"
+__all__ = ["FINAL", "LOG_NAME", "WarmupConfig", "WarmupResult", "WarmupTrainer", "warmup"]
 
 
 @dataclass
-class WarmupConfig:
-    """Everything that decides a warm-up run (saved as ``warmup_config.json``)."""
+class WarmupConfig(BaseTrainConfig):
+    """Everything that decides a warm-up run (saved as ``warmup_config.json``); model, optimizer,
+    ``lora``/``quantization`` and process keys are ``BaseTrainConfig``'s, as in GRPO."""
 
-    model: str
-    output_dir: str
     data: Any = "tiny"  # a source or a list: tiny | PATH.jsonl | {jsonl, kind} | {hf, columns, ...}
     mix: dict[str, float] = field(
         default_factory=lambda: {"interleaved": 0.5, "understanding": 0.3, "t2i": 0.2}
     )
     steps: int = 100
-    batch_size: int = 4  # examples per micro-batch
-    grad_accum: int = 1  # micro-batches per optimizer step
+    batch_size: int = 4  # examples per micro-batch; batch_size * grad_accum per step (all ranks)
     lr: float = 1e-5
-    weight_decay: float = 0.0
-    max_grad_norm: float | None = 1.0
     weight_text: float = 1.0
     weight_image: float = 1.0
     max_prompt_tokens: int = 4096  # longer prompts: the example is skipped (counted)
@@ -78,11 +74,7 @@ class WarmupConfig:
     image_size: int | None = None  # Emu3: side of generated images (as in GenerationSettings)
     max_image_tokens: int | None = None  # Emu3: cap on an image's visual tokens
     templates: str | None = None  # a prompt-template JSON, as ``ibench eval --templates``
-    checkpoint_every: int = 0  # 0 = only at the end
     save: bool = True  # save_pretrained model + processor into output_dir/final
-    seed: int = 0
-    device: str = "cpu"
-    dtype: str = "float32"
 
     def settings(self) -> GenerationSettings:
         return GenerationSettings(
@@ -248,41 +240,42 @@ class _Emu3(_Family):
         return self.split_ce(f, lambda m: logits[m], lambda m: logits[m], logits.device)
 
 
-class WarmupTrainer:
+class WarmupTrainer(TrainerBase):
     """SFT warm-up of a Janus or Emu3 checkpoint on a seeded mix of example kinds."""
+
+    config_name = "warmup_config.json"
 
     def __init__(
         self, config: WarmupConfig, *, examples: list[Example] | None = None, console: Any = None
     ) -> None:
-        self.cfg = config
-        self.out = Path(config.output_dir)
-        self.out.mkdir(parents=True, exist_ok=True)
-        self.log_path = self.out / LOG_NAME
-        self.console = console
+        super().__init__(config, console=console)
+        self.cfg: WarmupConfig = config
         sources = config.data if isinstance(config.data, list) else [config.data]
-        self.examples = examples if examples is not None else load_sources(sources, self.out)
+        if examples is None:  # process 0 writes a bundled source first, the others then read it
+            if not self.dist.main:
+                self.dist.barrier()
+            examples = load_sources(sources, self.out)
+            if self.dist.main:
+                self.dist.barrier()
+        self.examples = examples
         self.by_kind = {k: [e for e in self.examples if e.kind == k] for k in KINDS}
         self.sampler = MixSampler(
             {k: len(v) for k, v in self.by_kind.items()}, config.mix, config.seed
         )
         self.templates = load_templates(config.templates)
-        adapter = load_adapter(config.model, device=config.device, dtype=config.dtype)
+        adapter = self.load_policy()
         spec = family_of(adapter)
         self.family_name = spec.name
         try:
             targets = spec.require("warmup_targets")
         except ModelError as e:
             raise ModelError(f"{config.model}: warm-up trains image tokens; {e}") from None
+        self.setup_policy(adapter)
         self.family: _Family = targets(adapter, config.settings())
-        self.adapter, self.model = adapter, adapter.model
-        self.model.requires_grad_(True)
+        self.setup_optimizer()
+
+    def freeze(self) -> None:
         self.model.model.vqmodel.requires_grad_(False).eval()  # targets come from a frozen VQ
-        self.optimizer = torch.optim.AdamW(
-            [p for p in self.model.parameters() if p.requires_grad],
-            lr=config.lr,
-            weight_decay=config.weight_decay,
-        )
-        self.step = 0
 
     # ------------------------------------------------------------------ examples
 
@@ -307,40 +300,23 @@ class WarmupTrainer:
         with torch.no_grad():
             return self.family.losses(f)
 
-    # ------------------------------------------------------------------ checkpoints
-
-    def checkpoint_dir(self, step: int) -> Path:
-        return checkpoint_dir(self.out, step)
-
-    def save_checkpoint(self) -> Path:
-        return save_state(
-            self.checkpoint_dir(self.step),
-            model_state=self.model.state_dict(),
-            optimizer=self.optimizer,
-            step=self.step,
-            log_path=self.log_path,
-            config=asdict(self.cfg),
-        )
-
-    def latest_checkpoint(self) -> Path | None:
-        return latest_checkpoint(self.out)
-
-    def load_checkpoint(self, path: Path) -> None:
-        self.step = load_state(path, self.model, self.optimizer, log_path=self.log_path)
-
     # ------------------------------------------------------------------ one step
 
     def train_step(self) -> dict[str, Any]:
         cfg, t0 = self.cfg, time.perf_counter()
         draws = self.sampler.draw(self.step, cfg.batch_size * cfg.grad_accum)
-        prepared = [self.prepare(self.by_kind[k][i]) for k, i in draws]
+        mine, _ = self.dist.shard(draws, "batch_size * grad_accum")
+        prepared = [self.prepare(self.by_kind[k][i]) for k, i in mine]
         forced = [f for f in prepared if f is not None]
-        n_text = sum(f.n_text for f in forced)
-        n_image = sum(f.n_image for f in forced)
+        # token counts of the whole step (all processes): each loss part is a share of its mean
+        n_text = int(self.dist.sum(sum(f.n_text for f in forced)))
+        n_image = int(self.dist.sum(sum(f.n_image for f in forced)))
+        world = self.dist.world  # the gradient average divides by it again
         self.model.train()
         self.model.model.vqmodel.eval()
         self.optimizer.zero_grad(set_to_none=True)
         sum_text = sum_image = 0.0
+        whole: list[torch.Tensor] = []  # DeepSpeed: one backward per step
         for start in range(0, len(forced), cfg.batch_size):
             parts = []
             micro = forced[start : start + cfg.batch_size]
@@ -351,13 +327,17 @@ class WarmupTrainer:
                 if n_image and len(image_ce):
                     parts.append(cfg.weight_image * image_ce.sum() / n_image)
                     sum_image += float(image_ce.detach().sum())
-            if parts:
-                torch.stack(parts).sum().backward()
-        params = [p for p in self.model.parameters() if p.requires_grad]
-        grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm or math.inf)
-        self.optimizer.step()
+            if parts and self.engine is not None:
+                whole.extend(parts)
+            elif parts:
+                self.backward(torch.stack(parts).sum() * world)
+        if self.engine is not None:  # a rank without tokens still joins the engine's reduce
+            zero = sum(p.sum() for p in self.params) * 0.0
+            self.backward((torch.stack(whole).sum() if whole else zero) * world)
+        grad_norm = self.optimizer_step()
         self.model.eval()
         self.step += 1
+        sum_text, sum_image = self.dist.sum(sum_text), self.dist.sum(sum_image)
         loss_text = sum_text / n_text if n_text else None
         loss_image = sum_image / n_image if n_image else None
         record = {
@@ -368,57 +348,32 @@ class WarmupTrainer:
             "counts": counts(draws),
             "tokens_text": n_text,
             "tokens_image": n_image,
-            "truncated": sum(f.truncated for f in forced),
-            "skipped": len(prepared) - len(forced),
-            "grad_norm": float(grad_norm),
+            "truncated": int(self.dist.sum(sum(f.truncated for f in forced))),
+            "skipped": int(self.dist.sum(len(prepared) - len(forced))),
+            "grad_norm": grad_norm,
             "lr": self.optimizer.param_groups[0]["lr"],
             "seconds": time.perf_counter() - t0,
         }
-        with open(self.log_path, "a", encoding="utf-8") as fh:
-            fh.write(json.dumps(record) + "\n")
-        self._print(record)
+        self.write_record(record)
         return record
 
-    def _print(self, rec: dict[str, Any]) -> None:
-        if self.console is not None:
-            f = {k: "-" if rec[k] is None else f"{rec[k]:.4f}" for k in ("loss_text", "loss_image")}
-            kinds = " ".join(f"{k}={n}" for k, n in rec["counts"].items())
-            self.console.print(
-                f"[bold]warm-up {rec['step']}/{self.cfg.steps}[/] loss {rec['loss']:.4f} (text "
-                f"{f['loss_text']}, image {f['loss_image']}) {kinds} {rec['seconds']:.2f}s"
-            )
+    def console_line(self, rec: dict[str, Any]) -> str:
+        f = {k: "-" if rec[k] is None else f"{rec[k]:.4f}" for k in ("loss_text", "loss_image")}
+        kinds = " ".join(f"{k}={n}" for k, n in rec["counts"].items())
+        return (
+            f"[bold]warm-up {rec['step']}/{self.cfg.steps}[/] loss {rec['loss']:.4f} (text "
+            f"{f['loss_text']}, image {f['loss_image']}) {kinds} {rec['seconds']:.2f}s"
+        )
 
     # ------------------------------------------------------------------ the loop
 
-    def save_final(self) -> Path:
-        """``save_pretrained`` model + processor, loadable by the eval adapters and GRPO."""
-        final = self.out / FINAL
-        self.model.save_pretrained(final)
-        self.adapter.processor.save_pretrained(final)
-        return final
+    def wants_final(self) -> bool:
+        return self.cfg.save
 
     def train(self, *, resume: bool = False, stop_after: int | None = None) -> WarmupResult:
         """Run to ``config.steps`` (or ``stop_after`` more steps, to simulate an interruption)."""
-        t0 = time.perf_counter()
-        ckpt = self.latest_checkpoint() if resume else None
-        if ckpt is not None:
-            self.load_checkpoint(ckpt)
-        else:  # a fresh run (also --resume with no checkpoint yet) starts a fresh log
-            self.log_path.write_text("")
-        (self.out / "warmup_config.json").write_text(json.dumps(asdict(self.cfg), indent=2))
-        end = self.cfg.steps if stop_after is None else min(self.cfg.steps, self.step + stop_after)
-        every = self.cfg.checkpoint_every
-        while self.step < end:
-            self.train_step()
-            if every and self.step % every == 0:
-                self.save_checkpoint()
-        final = None
-        if self.step == self.cfg.steps:
-            if not (every and self.step % every == 0):
-                self.save_checkpoint()
-            if self.cfg.save:
-                final = self.save_final()
-        return WarmupResult(read_log(self.log_path), self.log_path, final, time.perf_counter() - t0)
+        final, seconds = self.run(resume=resume, stop_after=stop_after)
+        return WarmupResult(self.records(), self.log_path, final, seconds)
 
 
 def warmup(config: WarmupConfig, *, resume: bool = False, console: Any = None) -> WarmupResult:

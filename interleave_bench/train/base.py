@@ -1,0 +1,216 @@
+"""``TrainerBase``: what every trainer shares, so GRPO and warm-up only write their ``train_step``.
+
+It owns the config, the processes (``train.distributed``: rank, gradient averaging, DeepSpeed),
+peft (LoRA / QLoRA, ``train.peft_setup``), the optimizer or DeepSpeed engine, checkpoints with
+RNG states and resume (``train.checkpoints``), the JSONL step log (process 0 writes it) and the
+final save. A subclass builds its adapter, calls ``setup_policy`` then (after anything that must
+see the initial weights, such as a frozen reference) ``setup_optimizer``, and implements
+``train_step`` with ``backward`` and ``optimizer_step``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+import warnings
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..models.loading import load_adapter
+from .checkpoints import checkpoint_dir, latest_checkpoint, load_state, read_log, save_state
+from .config import BaseTrainConfig
+from .distributed import Dist
+from .peft_setup import apply_lora, quantization_kwargs, trainable_state
+
+LOG_NAME = "log.jsonl"
+FINAL = "final"
+
+
+class TrainerBase:
+    """Processes, peft, optimizer/engine, checkpoints, resume, step log and final save."""
+
+    config_name = "config.json"  # the run's config, next to its log
+
+    def __init__(self, config: BaseTrainConfig, *, console: Any = None) -> None:
+        self.cfg = config
+        self.dist = Dist(config.device)
+        self.out = Path(config.output_dir)
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.log_path = self.out / LOG_NAME
+        self.console = console if self.dist.main else None
+        self.peft: Any = None
+        self.engine: Any = None
+        self.step = 0
+
+    # ------------------------------------------------------------------ model and optimizer
+
+    def load_policy(self) -> Any:
+        """The adapter of ``cfg.model``'s family on this process's device, quantized if asked."""
+        cfg = self.cfg
+        kwargs = quantization_kwargs(cfg.quantization, self.dist.device, cfg.lora is not None)
+        return load_adapter(cfg.model, device=self.dist.device, dtype=cfg.dtype, load_kwargs=kwargs)
+
+    def setup_policy(self, adapter: Any) -> None:
+        """Adopt ``adapter`` as the policy: LoRA adapters (only they train) or every weight."""
+        self.adapter = adapter
+        self.model, self.processor = adapter.model, adapter.processor
+        if self.cfg.lora is not None:
+            quantized = bool(self.cfg.quantization)
+            with torch.random.fork_rng(devices=[]):  # adapters start from the seed, not from
+                torch.manual_seed(self.cfg.seed)  # whatever ran before in the process
+                self.peft = apply_lora(self.model, self.cfg.lora, quantized=quantized)
+        else:
+            self.model.requires_grad_(True)
+        self.freeze()
+
+    def freeze(self) -> None:
+        """Hook: switch off gradients of parts that must not train (after peft)."""
+
+    def setup_optimizer(self) -> None:
+        """AdamW over the trainable parameters; under DeepSpeed the engine takes both over."""
+        cfg = self.cfg
+        self.params = [p for p in self.model.parameters() if p.requires_grad]
+        self.optimizer: Any = torch.optim.AdamW(
+            self.params, lr=cfg.lr, weight_decay=cfg.weight_decay
+        )
+        if self.dist.deepspeed:
+            if cfg.grad_accum > 1 and self.dist.main:
+                warnings.warn(
+                    f"grad_accum={cfg.grad_accum} is not used under DeepSpeed: each update is "
+                    "one backward over all of the process's examples (same gradient, more "
+                    "memory); lower the batch if it does not fit",
+                    stacklevel=3,
+                )
+            self.engine, self.optimizer = self.dist.prepare_deepspeed(
+                self.model, self.optimizer, cfg.max_grad_norm
+            )
+
+    def backward(self, loss: torch.Tensor) -> None:
+        """Backward of a loss already scaled to its share of the step (DeepSpeed: the engine
+        also averages, clips and steps here, so call it once per update)."""
+        if self.engine is not None:
+            self.dist.acc.backward(loss)
+        else:
+            loss.backward()
+
+    def optimizer_step(self) -> float | None:
+        """Average gradients over processes, clip to ``max_grad_norm`` and step; the gradient
+        norm before clipping (None under DeepSpeed, whose engine stepped in ``backward``)."""
+        if self.engine is not None:
+            return None
+        self.dist.average_gradients(self.params)
+        norm = torch.nn.utils.clip_grad_norm_(self.params, self.cfg.max_grad_norm or math.inf)
+        self.optimizer.step()
+        return float(norm)
+
+    # ------------------------------------------------------------------ checkpoints
+
+    def checkpoint_dir(self, step: int) -> Path:
+        return checkpoint_dir(self.out, step)
+
+    def latest_checkpoint(self) -> Path | None:
+        return latest_checkpoint(self.out)
+
+    def save_checkpoint(self) -> Path:
+        """Trainable weights + optimizer + step + RNG states + the log's byte offset, one file
+        (written by process 0; every process waits for it)."""
+        path = self.checkpoint_dir(self.step)
+        if self.engine is not None:  # partitioned optimizer state: every rank writes its part
+            self.engine.save_checkpoint(str(path / "deepspeed"))
+        if self.dist.main:
+            save_state(
+                path,
+                model_state=trainable_state(self.model, self.peft),
+                optimizer=None if self.engine is not None else self.optimizer,
+                step=self.step,
+                log_path=self.log_path,
+                config=asdict(self.cfg),
+            )
+        self.dist.barrier()
+        return path
+
+    def load_checkpoint(self, path: Path) -> None:
+        log = self.log_path if self.dist.main else None
+        if self.engine is not None:
+            self.engine.load_checkpoint(str(path / "deepspeed"))
+        self.step = load_state(
+            path, self.model, self.optimizer, log_path=log, strict=self.peft is None
+        )
+        self.dist.barrier()
+
+    def save_final(self) -> Path:
+        """``output_dir/final``: the trained model (LoRA merged in) and its processor, loadable by
+        ``ibench eval --model``; a quantized base keeps only the adapter."""
+        dest = self.out / FINAL
+        if self.dist.main:
+            if self.peft is not None and self.cfg.quantization:
+                self.peft.save_pretrained(dest / "adapter")
+            else:
+                model = self.model
+                if self.peft is not None:
+                    model = self.peft.merge_and_unload()
+                    self.model = self.adapter.model = model
+                model.save_pretrained(dest)
+                self.processor.save_pretrained(dest)
+        self.dist.barrier()
+        return dest
+
+    # ------------------------------------------------------------------ the step log
+
+    def write_record(self, record: dict[str, Any]) -> None:
+        """Append the step's record to the log and print it (process 0 only)."""
+        if not self.dist.main:
+            return
+        with open(self.log_path, "a", encoding="utf-8") as f:
+            f.write(json.dumps(record) + "\n")
+        if self.console is not None:
+            self.console.print(self.console_line(record))
+
+    def console_line(self, record: dict[str, Any]) -> str:
+        return json.dumps(record)
+
+    # ------------------------------------------------------------------ the loop
+
+    def train_step(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def wants_final(self) -> bool:
+        """Whether the end of the run writes ``output_dir/final``."""
+        return True
+
+    def run(self, *, resume: bool = False, stop_after: int | None = None) -> tuple[Any, float]:
+        """Run to ``config.steps`` (or ``stop_after`` steps from now, to simulate interruption).
+
+        Without ``resume`` (or with it and no checkpoint yet) the log starts empty; with it the
+        latest checkpoint is loaded and the run continues from there. Returns the final folder
+        (None when the run stopped early or saves none) and the seconds taken.
+        """
+        t0 = time.perf_counter()
+        ckpt = self.latest_checkpoint() if resume else None
+        if ckpt is not None:
+            self.load_checkpoint(ckpt)
+        elif self.dist.main:
+            self.log_path.write_text("")
+        if self.dist.main:
+            (self.out / self.config_name).write_text(json.dumps(asdict(self.cfg), indent=2))
+        self.dist.barrier()
+        end = self.cfg.steps if stop_after is None else min(self.cfg.steps, self.step + stop_after)
+        every = self.cfg.checkpoint_every
+        while self.step < end:
+            self.train_step()
+            if every and self.step % every == 0:
+                self.save_checkpoint()
+        final = None
+        if self.step == self.cfg.steps:
+            if not (every and self.step % every == 0):
+                self.save_checkpoint()
+            if self.wants_final():
+                final = self.save_final()
+        return final, time.perf_counter() - t0
+
+    def records(self) -> list[dict[str, Any]]:
+        return read_log(self.log_path)
