@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import functools
+import inspect
 import json
 import math
 import os
 import re
 import sys
+import typing
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -161,6 +164,8 @@ AllowUnofficialOpt = Annotated[
         help="Use prompts that fail the SHA-256 check (results marked not comparable).",
     ),
 ]
+# The judge options of `eval` and `score`, one per ``JudgeSpec`` field (a field without an option,
+# or an option without a field, fails at import): ``judge_options`` adds them all to a command.
 JudgeBaseUrlOpt = Annotated[
     str | None, typer.Option("--judge-base-url", help="OpenAI-compatible endpoint.")
 ]
@@ -227,6 +232,91 @@ PriceTableOpt = Annotated[
         help='JSON {"model": [usd_in_per_1M, usd_out_per_1M]}.',
     ),
 ]
+JUDGE_OPTIONS: dict[str, tuple[Any, Any]] = {
+    "judge_base_url": (JudgeBaseUrlOpt, None),
+    "judge_model": (JudgeModelOpt, None),
+    "judge_key_env": (JudgeKeyEnvOpt, "OPENAI_API_KEY"),
+    "judge_transport": (JudgeTransportOpt, "sdk"),
+    "judge_local": (
+        Annotated[
+            Path | None,
+            typer.Option("--judge-local", help="Run a local VLM judge from this path instead."),
+        ],
+        None,
+    ),
+    "trust_remote_code": (Annotated[bool, typer.Option("--trust-remote-code")], False),
+    "concurrency": (ConcurrencyOpt, 16),
+    "requests_per_minute": (RpmOpt, None),
+    "tokens_per_minute": (TpmOpt, None),
+    "max_retries": (MaxRetriesOpt, 6),
+    "deadline": (DeadlineOpt, None),
+    "max_retry_wait": (MaxRetryWaitOpt, 60.0),
+    "judge_timeout": (JudgeTimeoutOpt, 120.0),
+    "price_table": (PriceTableOpt, None),
+    "max_cost": (MaxCostOpt, None),
+    "preflight": (
+        Annotated[
+            bool,
+            typer.Option("--preflight/--no-preflight", help="Probe the judge once before work."),
+        ],
+        True,
+    ),
+}
+
+
+def _check_judge_table() -> None:
+    from .config import JudgeSpec
+
+    fields = set(JudgeSpec.model_fields)
+    if set(JUDGE_OPTIONS) != fields:
+        raise RuntimeError(f"JUDGE_OPTIONS and JudgeSpec differ: {set(JUDGE_OPTIONS) ^ fields}")
+    for name, (_, default) in JUDGE_OPTIONS.items():
+        if JudgeSpec.model_fields[name].default != default:
+            raise RuntimeError(f"JUDGE_OPTIONS[{name!r}] default differs from JudgeSpec's")
+
+
+_check_judge_table()
+
+
+def judge_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Give a command every judge option (from ``JUDGE_OPTIONS``) and pass them to it as one
+    validated ``judge: JudgeSpec``; the checks typer cannot do (transport, price table, a
+    missing ``--judge-local`` folder unless ``--estimate``) exit 2 or 1 here, for both commands."""
+    hints = typing.get_type_hints(fn, include_extras=True)
+    sig = inspect.signature(fn)
+    kept = [
+        p.replace(annotation=hints.get(p.name, p.annotation))
+        for p in sig.parameters.values()
+        if p.name != "judge"
+    ]
+    added = [
+        inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=ann, default=default)
+        for name, (ann, default) in JUDGE_OPTIONS.items()
+    ]
+    kept = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in kept]
+
+    @functools.wraps(fn)
+    def command(**kwargs: Any) -> Any:
+        from .config import JudgeSpec
+
+        values = {k: kwargs.pop(k) for k in JUDGE_OPTIONS}
+        if values["judge_transport"] not in ("sdk", "aiohttp"):
+            raise fail("--judge-transport must be sdk or aiohttp", 2)
+        check_price_table(values["price_table"])
+        local = values["judge_local"]
+        if local is not None and not kwargs.get("estimate") and not local.exists():
+            raise fail(f"--judge-local {local}: no such model folder", 2)
+        return fn(**kwargs, judge=JudgeSpec(**values))
+
+    del command.__wrapped__  # typer reads the signature below, not the function's own
+    command.__signature__ = sig.replace(parameters=kept + added)  # type: ignore[attr-defined]
+    command.__annotations__ = {
+        **{p.name: p.annotation for p in kept + added},
+        "return": hints.get("return"),
+    }
+    return command
+
+
 DataOpt = Annotated[
     Path | None, typer.Option("--data", exists=True, help="Local copy of the benchmark.")
 ]

@@ -12,32 +12,20 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from .cli import (
     AllowUnofficialOpt,
-    ConcurrencyOpt,
     DataOpt,
-    DeadlineOpt,
     JsonOpt,
-    JudgeBaseUrlOpt,
-    JudgeKeyEnvOpt,
-    JudgeModelOpt,
-    JudgeTimeoutOpt,
-    JudgeTransportOpt,
-    MaxCostOpt,
-    MaxRetriesOpt,
-    MaxRetryWaitOpt,
-    PriceTableOpt,
     ProtocolFileOpt,
-    RpmOpt,
-    TpmOpt,
     app,
-    check_price_table,
     err,
     fail,
+    judge_options,
     number,
     out,
     print_json,
     print_result,
 )
 from .cli_registry import bench_help, check_protocol, live_option, protocol_help
+from .config import JudgeSpec, PipelineSpec
 from .registry import models as _families
 
 # --------------------------------------------------------------------------- eval
@@ -75,6 +63,7 @@ def _check_templates(path: Path | None) -> None:
 
 
 @app.command("eval")
+@judge_options
 def eval_cmd(
     model: Annotated[
         str,
@@ -107,19 +96,6 @@ def eval_cmd(
     ] = None,
     protocol_file: ProtocolFileOpt = None,
     allow_unofficial: AllowUnofficialOpt = False,
-    judge_base_url: JudgeBaseUrlOpt = None,
-    judge_model: JudgeModelOpt = None,
-    judge_key_env: JudgeKeyEnvOpt = "OPENAI_API_KEY",
-    judge_transport: JudgeTransportOpt = "sdk",
-    concurrency: ConcurrencyOpt = 16,
-    rpm: RpmOpt = None,
-    tpm: TpmOpt = None,
-    max_retries: MaxRetriesOpt = 6,
-    deadline: DeadlineOpt = None,
-    max_retry_wait: MaxRetryWaitOpt = 60.0,
-    judge_timeout: JudgeTimeoutOpt = 120.0,
-    price_table: PriceTableOpt = None,
-    max_cost: MaxCostOpt = None,
     out_dir: Annotated[
         Path | None,
         typer.Option(
@@ -169,8 +145,10 @@ def eval_cmd(
     ] = False,
     report: Annotated[bool, typer.Option("--report/--no-report")] = True,
     as_json: JsonOpt = False,
+    judge: JudgeSpec | None = None,
 ) -> None:
     """Generate interleaved answers with a model, score them, and write a report (resumable)."""
+    judge = judge or JudgeSpec()
     from .benchmarks import DataError
     from .judges.client import JudgeUnavailable
     from .models.base import GenerationSettings, ModelError
@@ -192,13 +170,10 @@ def eval_cmd(
     if protocol is not None:
         check_protocol(protocol, "judge")
         names.append(protocol)
-    if judge_transport not in ("sdk", "aiohttp"):
-        raise fail("--judge-transport must be sdk or aiohttp", 2)
     if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", device):
         raise fail(f"--device {device!r}: expected auto, cpu, cuda or cuda:N", 2)
     if dtype is not None and dtype.removeprefix("torch.") not in _DTYPES:
         raise fail(f"--dtype {dtype!r}: expected one of {', '.join(_DTYPES)}", 2)
-    check_price_table(price_table)
     _check_model_type(model_type)
     _check_templates(templates)
     out_dir = out_dir or _default_out(model, bench)
@@ -213,23 +188,6 @@ def eval_cmd(
         seed=seed,
         batch_size=batch_size,
     )
-    judge = {
-        "protocol_file": protocol_file,
-        "allow_unofficial": allow_unofficial,
-        "judge_base_url": judge_base_url,
-        "judge_model": judge_model,
-        "judge_key_env": judge_key_env,
-        "judge_transport": judge_transport,
-        "concurrency": concurrency,
-        "requests_per_minute": rpm,
-        "tokens_per_minute": tpm,
-        "max_retries": max_retries,
-        "deadline": deadline,
-        "max_retry_wait": max_retry_wait,
-        "judge_timeout": judge_timeout,
-        "price_table": price_table,
-        "max_cost": max_cost,
-    }
     cfg = EvalConfig(
         model=model,
         bench=bench,
@@ -242,15 +200,17 @@ def eval_cmd(
         device=device,
         dtype=dtype,
         templates=templates,
-        pipeline={
-            "chat_base_url": chat_base_url,
-            "image_generator": image_generator,
-            "image_base_url": image_base_url,
-            "api_key_env": judge_key_env,
-        },
+        pipeline=PipelineSpec(
+            chat_base_url=chat_base_url,
+            image_generator=image_generator,
+            image_base_url=image_base_url,
+            api_key_env=judge.judge_key_env,
+        ),
         fail_fast=fail_fast,
         report=report,
         judge=judge,
+        protocol_file=protocol_file,
+        allow_unofficial=allow_unofficial,
     )
     counts = {"invalid": 0, "error": 0, "gen_errors": 0}
     with Progress(

@@ -12,31 +12,19 @@ from rich.table import Table
 
 from .cli import (
     AllowUnofficialOpt,
-    ConcurrencyOpt,
     DataOpt,
-    DeadlineOpt,
     JsonOpt,
-    JudgeBaseUrlOpt,
-    JudgeKeyEnvOpt,
-    JudgeModelOpt,
-    JudgeTimeoutOpt,
-    JudgeTransportOpt,
-    MaxCostOpt,
-    MaxRetriesOpt,
-    MaxRetryWaitOpt,
-    PriceTableOpt,
     ProtocolFileOpt,
-    RpmOpt,
-    TpmOpt,
     app,
-    check_price_table,
     err,
     fail,
+    judge_options,
     out,
     print_json,
     print_result,
 )
 from .cli_registry import bench_help, check_protocol, live_option, protocol_help
+from .config import JudgeSpec
 
 # --------------------------------------------------------------------------- aggregate
 
@@ -117,6 +105,7 @@ def aggregate_cmd(
 
 
 @app.command("score")
+@judge_options
 def score_cmd(
     bench: Annotated[str, live_option("--bench", help_of=bench_help)],
     predictions: Annotated[
@@ -130,23 +119,6 @@ def score_cmd(
     protocol: Annotated[str, live_option("--protocol", help_of=protocol_help())],
     protocol_file: ProtocolFileOpt = None,
     allow_unofficial: AllowUnofficialOpt = False,
-    judge_base_url: JudgeBaseUrlOpt = None,
-    judge_model: JudgeModelOpt = None,
-    judge_key_env: JudgeKeyEnvOpt = "OPENAI_API_KEY",
-    judge_transport: JudgeTransportOpt = "sdk",
-    judge_local: Annotated[
-        Path | None,
-        typer.Option("--judge-local", help="Run a local VLM judge from this path instead."),
-    ] = None,
-    trust_remote_code: Annotated[bool, typer.Option("--trust-remote-code")] = False,
-    concurrency: ConcurrencyOpt = 16,
-    rpm: RpmOpt = None,
-    tpm: TpmOpt = None,
-    max_retries: MaxRetriesOpt = 6,
-    deadline: DeadlineOpt = None,
-    max_retry_wait: MaxRetryWaitOpt = 60.0,
-    judge_timeout: JudgeTimeoutOpt = 120.0,
-    price_table: PriceTableOpt = None,
     data: DataOpt = None,
     clip_model: Annotated[
         Path | None,
@@ -161,19 +133,18 @@ def score_cmd(
     swap: Annotated[
         bool, typer.Option("--swap", help="opening_pairwise: judge both orders (position bias).")
     ] = False,
-    max_cost: MaxCostOpt = None,
     estimate: Annotated[
         bool,
         typer.Option(
             "--estimate", help="Print the requests and cost range the run would need; send nothing."
         ),
     ] = False,
-    preflight: Annotated[bool, typer.Option("--preflight/--no-preflight")] = True,
     out_dir: Annotated[
         Path | None,
         typer.Option("--out", file_okay=False, help="Output folder (default runs/score-<time>)."),
     ] = None,
     as_json: JsonOpt = False,
+    judge: JudgeSpec | None = None,
 ) -> None:
     """Score predictions made elsewhere with one protocol; reruns are served from the cache."""
     import time as _time
@@ -183,17 +154,12 @@ def score_cmd(
     from .protocols import get_protocol
     from .runs import RunFolderError
     from .scorers.protocol_files import ProtocolError
-    from .scoring import ScoreError, ScoreOptions, run_pairwise, run_score
+    from .scoring import ScoreConfig, ScoreError, run_pairwise, run_score
 
     check_protocol(protocol)
     pairwise = get_protocol(protocol).kind == "pairwise"
-    if judge_transport not in ("sdk", "aiohttp"):
-        raise fail("--judge-transport must be sdk or aiohttp", 2)
-    check_price_table(price_table)
-    if judge_local is not None and not estimate and not judge_local.exists():
-        raise fail(f"--judge-local {judge_local}: no such model folder", 2)
     out_dir = out_dir or Path("runs") / _time.strftime("score-%Y%m%d-%H%M%S")
-    opts = ScoreOptions(
+    opts = ScoreConfig(
         bench=bench,
         predictions=predictions,
         protocol=protocol,
@@ -201,22 +167,7 @@ def score_cmd(
         data=data,
         protocol_file=protocol_file,
         allow_unofficial=allow_unofficial,
-        judge_model=judge_model,
-        judge_base_url=judge_base_url,
-        judge_key_env=judge_key_env,
-        judge_transport=judge_transport,
-        judge_local=judge_local,
-        trust_remote_code=trust_remote_code,
-        concurrency=concurrency,
-        requests_per_minute=rpm,
-        tokens_per_minute=tpm,
-        max_retries=max_retries,
-        deadline=deadline,
-        max_retry_wait=max_retry_wait,
-        judge_timeout=judge_timeout,
-        price_table=price_table,
-        max_cost=max_cost,
-        preflight=preflight,
+        judge=judge or JudgeSpec(),
         clip_model=clip_model,
         predictions_b=predictions_b,
         swap=swap,
@@ -258,7 +209,7 @@ def score_cmd(
     for p in problems[:20]:
         err.print(f"problem: {p}", markup=False, highlight=False)
     if pairwise:
-        return _print_arena(arena, bench, protocol, str(out_dir), as_json)
+        return _print_arena(arena.to_dict(), bench, protocol, str(out_dir), as_json)
     if as_json:
         print_json({**result.to_dict(), "out": str(out_dir)})
         return

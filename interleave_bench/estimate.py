@@ -74,8 +74,8 @@ def estimate_score(opts: Any) -> CostEstimate:
         raise ScoreError(f"--estimate is for judge protocols; {opts.protocol} calls no judge")
     cache_file = opts.out / "judgments.sqlite"
     cache = JudgmentCache(cache_file) if cache_file.is_file() else None
-    if opts.judge_local is not None:  # named as the run would name it; never loaded to count
-        counting = _Counting(str(opts.judge_local))
+    if opts.judge.judge_local is not None:  # named as the run would name it; never loaded
+        counting = _Counting(str(opts.judge.judge_local))
     else:  # the API client opens no connection until a call
         api = build_engine(opts, with_cache=False)
         assert api is not None

@@ -11,26 +11,28 @@ files; rank 0 waits for the others (bounded) and merges.
 from __future__ import annotations
 
 import asyncio
-import json
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from .benchmarks import load_benchmark
+from .config import JudgeSpec, PipelineSpec, from_yaml
 from .media import ImageStore
 from .models.base import GenerationSettings
 from .models.prompts import build_prompt, load_templates, templates_sha256
-from .runs import JsonlLog, claim_folder, dist_info, folder_lock, read_jsonl
-from .scoring import ScoreOptions, aggregate, build_engine, build_scorer, protocol_spec
-from .types import Judgment, Prediction, Result, Sample
+from .runs import JsonlLog, RunFolder, dist_info, read_jsonl
+from .scoring import ScoreConfig, aggregate, build_engine, build_scorer, protocol_spec
+from .types import Judgment, Prediction, Result, RunResults, Sample
 
 
 @dataclass
 class EvalConfig:
+    """One ``ibench eval`` run; the CLI builds exactly this object."""
+
     model: str
     bench: str
     out: Path
@@ -44,9 +46,19 @@ class EvalConfig:
     templates: Path | None = None
     fail_fast: bool = False
     report: bool = True
-    judge: dict[str, Any] = field(default_factory=dict)  # ScoreOptions fields for judge protocols
-    pipeline: dict[str, Any] = field(default_factory=dict)  # chat endpoint + image generator
+    judge: JudgeSpec = field(default_factory=JudgeSpec)  # for judge protocols
+    protocol_file: Path | None = None
+    allow_unofficial: bool = False
+    pipeline: PipelineSpec = field(default_factory=PipelineSpec)  # chat endpoint + image generator
     wait_for_ranks: float = 3600.0
+
+    @classmethod
+    def from_yaml(
+        cls, path: Path, overrides: Mapping[str, Any] | Iterable[str] | None = None
+    ) -> EvalConfig:
+        """The config of a YAML file (keys as here; ``settings``, ``judge`` and ``pipeline``
+        nested) with dotted overrides such as ``judge.concurrency=4``."""
+        return from_yaml(cls, path, overrides)
 
 
 @dataclass
@@ -117,10 +129,13 @@ class EvalRun:
         cfg = self.cfg
         settings = {k: v for k, v in cfg.settings.to_dict().items() if k != "batch_size"}
         judge = {
-            k: (str(v) if isinstance(v, Path) else v)
-            for k, v in cfg.judge.items()
-            if k in ("judge_model", "judge_base_url", "protocol_file", "allow_unofficial")
+            "judge_model": cfg.judge.judge_model,
+            "judge_base_url": cfg.judge.judge_base_url,
+            "protocol_file": None if cfg.protocol_file is None else str(cfg.protocol_file),
+            "allow_unofficial": cfg.allow_unofficial,
         }
+        if cfg.judge.judge_local is not None:  # only then: older run folders keep their identity
+            judge["judge_local"] = str(cfg.judge.judge_local)
         return {
             "model": cfg.model,
             "model_type": cfg.model_type,
@@ -139,12 +154,14 @@ class EvalRun:
     def scorer_objects(self) -> list[Any]:
         scorers = []
         for name in self.cfg.scorers:
-            opts = ScoreOptions(
+            opts = ScoreConfig(
                 bench=self.cfg.bench,
                 predictions=Path("-"),
                 protocol=name,
                 out=self.cfg.out,
-                **self.cfg.judge,
+                protocol_file=self.cfg.protocol_file,
+                allow_unofficial=self.cfg.allow_unofficial,
+                judge=self.cfg.judge,
             )
             engine = build_engine(opts) if protocol_spec(name).uses_judge else None
             if engine is not None:
@@ -156,14 +173,13 @@ class EvalRun:
     def run(self) -> list[Result]:
         """The run, holding the folder's lock: a second process on the same --out stops at once
         instead of duplicating records and paying for every judge call twice."""
-        with folder_lock(self.cfg.out, "eval", self.rank, self.world):
+        with RunFolder(self.cfg.out, "eval").lock(self.rank, self.world):
             return self._run()
 
     def _run(self) -> list[Result]:
         cfg = self.cfg
-        claim_folder(
-            cfg.out,
-            "eval",
+        folder = RunFolder(cfg.out, "eval")
+        folder.claim(
             self.identity(),
             {
                 "dataset": self.data.info.to_dict(),
@@ -173,11 +189,7 @@ class EvalRun:
             },
         )
         if self.rank == 0 and not (cfg.out / "samples.jsonl").exists():
-            tmp = cfg.out / "samples.jsonl.tmp"
-            tmp.write_text(
-                "".join(json.dumps(s.to_dict(), ensure_ascii=False) + "\n" for s in self.samples)
-            )
-            tmp.replace(cfg.out / "samples.jsonl")
+            folder.write_jsonl("samples.jsonl", [s.to_dict() for s in self.samples])
         if self.rank == 0:  # what the loader refused or skipped: printed, and on the report
             from .report.run import write_problems
 
@@ -185,9 +197,9 @@ class EvalRun:
         shard = self.samples[self.rank :: self.world]
         suffix = _rank_suffix(self.rank, self.world)
         # opened first: a torn last line (a kill mid-write) is cut off before anything is read
-        pred_log = JsonlLog(cfg.out / f"predictions{suffix}.jsonl")
+        pred_log = folder.log(f"predictions{suffix}.jsonl")
         try:
-            judg_log = JsonlLog(cfg.out / f"judgments{suffix}.jsonl")
+            judg_log = folder.log(f"judgments{suffix}.jsonl")
         except BaseException:
             pred_log.close()
             raise
@@ -239,7 +251,7 @@ class EvalRun:
         for s in shard:  # predictions from an earlier, interrupted run
             if s.id in done_preds:
                 schedule(s, done_preds[s.id])
-        if to_judge and self.cfg.judge.get("preflight", True):
+        if to_judge and self.cfg.judge.preflight:
             for engine in self.engines:  # fail before hours of generation, not after
                 await engine.backend.preflight()
         adapter = self._adapter() if todo else None
@@ -276,7 +288,7 @@ class EvalRun:
             device=self.cfg.device,
             dtype=self.cfg.dtype,
             data=self.data,
-            pipeline=self.cfg.pipeline,
+            pipeline=self.cfg.pipeline.model_dump(),
         )
 
     def _generate(self, adapter: Any, batch: list[Sample]) -> list[Prediction]:
@@ -334,32 +346,19 @@ class EvalRun:
         out = self.cfg.out
         preds, judgments = load_done(out)
         order = {s.id: i for i, s in enumerate(self.samples)}
+        folder = RunFolder(out, "eval")
         if self.world > 1 or not (out / "predictions.jsonl").exists():
             merged = sorted(preds.values(), key=lambda p: order.get(p.sample_id, len(order)))
-            tmp = out / "predictions.jsonl.tmp"
-            tmp.write_text(
-                "".join(json.dumps(p.to_dict(), ensure_ascii=False) + "\n" for p in merged)
-            )
-            tmp.replace(out / "predictions.jsonl")
+            folder.write_jsonl("predictions.jsonl", [p.to_dict() for p in merged])
             js = sorted(judgments.values(), key=lambda j: (j.scorer, order.get(j.sample_id, 0)))
-            tmp = out / "judgments.jsonl.tmp"
-            tmp.write_text("".join(json.dumps(j.to_dict(), ensure_ascii=False) + "\n" for j in js))
-            tmp.replace(out / "judgments.jsonl")
+            folder.write_jsonl("judgments.jsonl", [j.to_dict() for j in js])
         results = []
         for sc in scorers:
             js = [judgments[(sc.name, s.id)] for s in self.samples if (sc.name, s.id) in judgments]
             engine = getattr(sc, "engine", None)
             results.append(aggregate(sc, self.samples, js, engine))
-        (out / "results.json").write_text(
-            json.dumps(
-                {
-                    "results": [r.to_dict() for r in results],
-                    "generation_errors": sum(1 for p in preds.values() if p.error),
-                },
-                indent=2,
-            )
-            + "\n"
-        )
+        errors = sum(1 for p in preds.values() if p.error)
+        folder.write_results(RunResults(results=results, generation_errors=errors))
         if self.cfg.report:
             try:
                 from .report.html import write_report

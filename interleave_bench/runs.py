@@ -269,6 +269,70 @@ def claim_folder(
     return manifest
 
 
+class RunFolder:
+    """One run's folder, the only writer of its files for ``eval`` and ``score`` alike: the lock,
+    the manifest (identity check on reuse), append-only record logs, strict or lenient reads and
+    ``results.json`` in the one results schema (``types.RunResults``)."""
+
+    def __init__(self, out: Path, command: str) -> None:
+        self.out = Path(out)
+        self.command = command
+
+    def lock(self, rank: int = 0, world: int = 1) -> Any:
+        """Hold the folder for this process (see ``folder_lock``)."""
+        return folder_lock(self.out, self.command, rank, world)
+
+    def claim(self, identity: dict[str, Any], extra: dict[str, Any] | None = None) -> dict:
+        """Create or reopen the folder for this command and identity; refuse a mismatch."""
+        return claim_folder(self.out, self.command, identity, extra or {})
+
+    def log(self, name: str) -> JsonlLog:
+        """An append-only log ``name`` (torn last line cut off on open); close it after."""
+        return JsonlLog(self.out / name)
+
+    def read(self, name: str, *, strict: bool = False) -> list[dict[str, Any]]:
+        """Records of ``name`` (none if absent). Lenient: a torn last line is skipped with a
+        warning. Strict: it is a ``RunFolderError`` (for readers that must see every record)."""
+        path = self.out / name
+        if not strict:
+            return list(read_jsonl(path))
+        if not path.exists():
+            return []
+        records, torn = parse_jsonl(path, path.read_bytes())
+        if torn is not None:
+            raise RunFolderError(
+                f"{path}, line {torn[1]}: cut short by a process killed mid-write; rerun the "
+                "command that wrote it to complete the folder"
+            )
+        return records
+
+    def write_json(self, name: str, value: Any) -> None:
+        """``name`` replaced whole at once: a reader sees the old file or the new one."""
+        tmp = self.out / f".{name}.tmp"
+        tmp.write_text(json.dumps(value, indent=2, default=str, ensure_ascii=False) + "\n")
+        os.replace(tmp, self.out / name)
+
+    def write_jsonl(self, name: str, records: list[dict[str, Any]]) -> None:
+        """``name`` rewritten whole at once (merging rank files into the canonical one)."""
+        tmp = self.out / f".{name}.tmp"
+        tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
+        os.replace(tmp, self.out / name)
+
+    def write_results(self, results: Any) -> None:
+        """``results.json`` from a ``types.RunResults``."""
+        self.write_json("results.json", results.to_dict())
+
+    def read_results(self) -> Any:
+        """``results.json`` as ``types.RunResults`` (any shape this project ever wrote)."""
+        from .types import RunResults
+
+        path = self.out / "results.json"
+        return RunResults.from_dict(load_json(path.read_text(encoding="utf-8"), path.name))
+
+    def write_manifest(self, manifest: dict[str, Any]) -> None:
+        self.write_json("manifest.json", manifest)
+
+
 def dist_info() -> tuple[int, int]:
     """(rank, world size) from torchrun / accelerate environment variables."""
     try:

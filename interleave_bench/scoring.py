@@ -10,7 +10,8 @@ from __future__ import annotations
 import json
 import sys
 import time
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -18,15 +19,26 @@ from typing import Any
 from . import __version__
 from .aggregate import summarize
 from .benchmarks import DataError, Problem, load_benchmark
+from .config import JudgeSpec, from_yaml
 from .judges.cache import JudgmentCache
 from .judges.client import JudgeConfig, OpenAIJudge
 from .judges.engine import JudgeEngine
 from .predictions import load_mmie_predictions, load_opening_outputs, load_prediction_records
 from .protocols import ProtocolSpec, get_protocol
 from .registry import UnknownNameError
-from .runs import claim_folder, locks_run_folder
+from .runs import RunFolder, locks_run_folder
 from .scorers.base import PairwiseScorer, Scorer, run_sync
-from .types import ImageRef, Interleaved, Judgment, Prediction, Result, Sample, Segment
+from .types import (
+    ImageRef,
+    Interleaved,
+    Judgment,
+    PairwiseResult,
+    Prediction,
+    Result,
+    RunResults,
+    Sample,
+    Segment,
+)
 
 
 class ScoreError(ValueError):
@@ -34,7 +46,10 @@ class ScoreError(ValueError):
 
 
 @dataclass
-class ScoreOptions:
+class ScoreConfig:
+    """One ``ibench score`` run: inputs, protocol, output folder and the judge that answers.
+    ``ScoreConfig.from_yaml(path, overrides)`` and ``ibench score`` build the same object."""
+
     bench: str
     predictions: Path
     protocol: str
@@ -42,29 +57,20 @@ class ScoreOptions:
     data: Path | None = None
     protocol_file: Path | None = None
     allow_unofficial: bool = False
-    judge_model: str | None = None
-    judge_base_url: str | None = None
-    judge_key_env: str = "OPENAI_API_KEY"
-    judge_transport: str = "sdk"
-    judge_local: Path | None = None
-    trust_remote_code: bool = False
-    concurrency: int = 16
-    requests_per_minute: float | None = None
-    tokens_per_minute: float | None = None
-    max_retries: int = 6
-    deadline: float | None = None
-    max_retry_wait: float = 60.0  # seconds: the longest one wait between judge attempts
-    judge_timeout: float = 120.0  # seconds: one judge request, before it is retried
-    price_table: Path | None = None
-    max_cost: float | None = None  # USD: no request is sent that could take the cost past it
-    preflight: bool = True
+    judge: JudgeSpec = field(default_factory=JudgeSpec)
     predictions_b: Path | None = None
     swap: bool = False
     clip_model: Path | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
+    @classmethod
+    def from_yaml(
+        cls, path: Path, overrides: Mapping[str, Any] | Iterable[str] | None = None
+    ) -> ScoreConfig:
+        return from_yaml(cls, path, overrides)
 
-def load_inputs(opts: ScoreOptions) -> tuple[list[Sample], list[Prediction], list[Problem], str]:
+
+def load_inputs(opts: ScoreConfig) -> tuple[list[Sample], list[Prediction], list[Problem], str]:
     """Samples paired with predictions, whatever form the predictions come in."""
     p = opts.predictions
     bench = opts.bench.partition(":")[0]
@@ -157,7 +163,7 @@ def protocol_spec(name: str) -> ProtocolSpec:
         raise ScoreError(str(e)) from None
 
 
-def build_scorer(opts: ScoreOptions, engine: JudgeEngine | None) -> Scorer | PairwiseScorer:
+def build_scorer(opts: ScoreConfig, engine: JudgeEngine | None) -> Scorer | PairwiseScorer:
     """The scorer of ``opts.protocol``, made by its registered spec's builder."""
     spec = protocol_spec(opts.protocol)
     scorer = spec.build(opts, engine)
@@ -169,34 +175,39 @@ def build_scorer(opts: ScoreOptions, engine: JudgeEngine | None) -> Scorer | Pai
     return scorer
 
 
-def build_engine(opts: ScoreOptions, *, with_cache: bool = True) -> JudgeEngine | None:
+def build_engine(opts: ScoreConfig, *, with_cache: bool = True) -> JudgeEngine | None:
     if not protocol_spec(opts.protocol).uses_judge:
         return None
     cache = JudgmentCache(opts.out / "judgments.sqlite") if with_cache else None
-    if opts.judge_local is not None:
+    return engine_for(opts.judge, cache)
+
+
+def engine_for(spec: JudgeSpec, cache: JudgmentCache | None) -> JudgeEngine:
+    """The judge ``spec`` describes, answering through ``cache``."""
+    if spec.judge_local is not None:
         from .judges.local import LocalJudge
 
-        backend: Any = LocalJudge(str(opts.judge_local), trust_remote_code=opts.trust_remote_code)
+        backend: Any = LocalJudge(str(spec.judge_local), trust_remote_code=spec.trust_remote_code)
         return JudgeEngine(backend, cache)
-    if not opts.judge_model:
+    if not spec.judge_model:
         raise ScoreError("--judge-model is required for a judge protocol (or --judge-local PATH)")
     config = JudgeConfig(
-        model=opts.judge_model,
-        base_url=opts.judge_base_url,
-        api_key_env=opts.judge_key_env,
-        concurrency=opts.concurrency,
-        requests_per_minute=opts.requests_per_minute,
-        tokens_per_minute=opts.tokens_per_minute,
-        max_retries=opts.max_retries,
-        deadline=opts.deadline,
-        max_retry_wait=opts.max_retry_wait,
-        timeout=opts.judge_timeout,
-        transport=opts.judge_transport,
+        model=spec.judge_model,
+        base_url=spec.judge_base_url,
+        api_key_env=spec.judge_key_env,
+        concurrency=spec.concurrency,
+        requests_per_minute=spec.requests_per_minute,
+        tokens_per_minute=spec.tokens_per_minute,
+        max_retries=spec.max_retries,
+        deadline=spec.deadline,
+        max_retry_wait=spec.max_retry_wait,
+        timeout=spec.judge_timeout,
+        transport=spec.judge_transport,
     )
-    if opts.price_table is not None:
-        table = json.loads(opts.price_table.read_text())
+    if spec.price_table is not None:
+        table = json.loads(spec.price_table.read_text())
         config.prices.update({k: (float(v[0]), float(v[1])) for k, v in table.items()})
-    return JudgeEngine(OpenAIJudge(config), cache, max_cost=opts.max_cost)
+    return JudgeEngine(OpenAIJudge(config), cache, max_cost=spec.max_cost)
 
 
 def aggregate(
@@ -217,13 +228,42 @@ def aggregate(
     )
 
 
+def _judgment_key(j: Judgment) -> tuple[str, str, Any]:
+    return (j.scorer, j.sample_id, j.metadata.get("swapped"))
+
+
+class _Appender:
+    """Appends each judgment not already in ``judgments.jsonl`` (a rerun, served by the cache,
+    adds nothing; a retried error adds its new verdict, which readers take as the last)."""
+
+    def __init__(self, folder: RunFolder, engine: JudgeEngine | None, on_progress: Any) -> None:
+        self.done = {
+            _judgment_key(j): j
+            for j in map(Judgment.from_dict, folder.read("judgments.jsonl"))
+            if j.status != "error"
+        }
+        self.log = folder.log("judgments.jsonl")
+        self.engine = engine
+        self.on_progress = on_progress
+        self.reported: set[tuple[str, str, Any]] = set()
+
+    def __call__(self, j: Judgment) -> None:
+        key = _judgment_key(j)
+        if key not in self.done:
+            self.log.append(j.to_dict())
+        self.reported.add(key)
+        if self.on_progress is not None:
+            self.on_progress(j, self.engine)
+
+
 @locks_run_folder("score")  # a second process on the same --out stops at once
 def run_score(
-    opts: ScoreOptions,
+    opts: ScoreConfig,
     on_progress: Callable[[Judgment, JudgeEngine | None], None] | None = None,
     on_start: Callable[[int], None] | None = None,
 ) -> tuple[Result, list[Judgment], list[Problem], JudgeEngine | None]:
-    claimed = claim_folder(opts.out, "score", score_identity(opts), {})
+    folder = RunFolder(opts.out, "score")
+    claimed = folder.claim(score_identity(opts))
     samples, preds, problems, revision = load_inputs(opts)
     save_predictions(opts.out, preds)
     engine = build_engine(opts)
@@ -231,37 +271,27 @@ def run_score(
     if not isinstance(scorer, Scorer):
         raise ScoreError(f"{opts.protocol} compares two models: run it with run_pairwise")
     finished = (opts.out / "results.json").is_file()
-    if engine is not None and opts.preflight and not finished:
+    if engine is not None and opts.judge.preflight and not finished:
         run_sync(preflight(engine))
     if on_start is not None:
         on_start(len(samples))
-    reported: set[str] = set()
     t0 = time.time()
-    with open(opts.out / "judgments.jsonl", "w", encoding="utf-8") as log:
-
-        def emit(j: Judgment) -> None:
-            log.write(json.dumps(j.to_dict(), ensure_ascii=False) + "\n")
-            log.flush()
-            reported.add(j.sample_id)
-            if on_progress is not None:
-                on_progress(j, engine)
-
+    emit = _Appender(folder, engine, on_progress)
+    try:
         scorer.on_judgment = emit
         judgments = scorer.score(samples, preds)
         for j in judgments:  # scorers that return a batch at once report here
-            if j.sample_id not in reported:
+            if _judgment_key(j) not in emit.reported:
                 emit(j)
+    finally:
+        emit.log.close()
     result = aggregate(scorer, samples, judgments, engine)
     meta = {**result.metadata, "problems": len(problems), "seconds": round(time.time() - t0, 3)}
     if engine is not None:
         meta["judge_stats"] = engine.stats.to_dict()
-    result = Result(
-        **{**{k: getattr(result, k) for k in result.__dataclass_fields__}, "metadata": meta}
-    )
-    (opts.out / "results.json").write_text(json.dumps(result.to_dict(), indent=2) + "\n")
-    (opts.out / "manifest.json").write_text(
-        json.dumps({**claimed, **manifest(opts, revision, scorer)}, indent=2, default=str) + "\n"
-    )
+    result = replace(result, metadata=meta)
+    folder.write_results(RunResults(results=[result]))
+    folder.write_manifest({**claimed, **manifest(opts, revision, scorer)})
     return result, judgments, problems, engine
 
 
@@ -273,7 +303,7 @@ async def preflight(engine: JudgeEngine) -> None:
         await engine.aclose()
 
 
-def score_identity(opts: ScoreOptions) -> dict[str, Any]:
+def score_identity(opts: ScoreConfig) -> dict[str, Any]:
     """What makes two `score` commands the same run (so a rerun resumes, a change refuses)."""
     return {
         "bench": opts.bench,
@@ -283,13 +313,11 @@ def score_identity(opts: ScoreOptions) -> dict[str, Any]:
         "protocol": opts.protocol,
         "protocol_file": None if opts.protocol_file is None else str(opts.protocol_file),
         "allow_unofficial": opts.allow_unofficial,
-        "judge_model": opts.judge_model,
-        "judge_base_url": opts.judge_base_url,
-        "judge_local": None if opts.judge_local is None else str(opts.judge_local),
+        **opts.judge.identity(),
     }
 
 
-def manifest(opts: ScoreOptions, revision: str, scorer: Scorer) -> dict[str, Any]:
+def manifest(opts: ScoreConfig, revision: str, scorer: Scorer) -> dict[str, Any]:
     prompts = getattr(scorer, "prompts", None) or getattr(scorer, "prompt", None)
     return {
         "interleave_bench": __version__,
@@ -304,19 +332,12 @@ def manifest(opts: ScoreOptions, revision: str, scorer: Scorer) -> dict[str, Any
         "comparable": bool(scorer.comparable),
         "prompt_source": getattr(prompts, "source", None),
         "prompt_sha256": getattr(prompts, "hashes", None),
-        "judge": {
-            "model": opts.judge_model or (str(opts.judge_local) if opts.judge_local else None),
-            "base_url": opts.judge_base_url,
-            "api_key_env": opts.judge_key_env,
-            "transport": opts.judge_transport,
-            "temperature": 0.0,
-            "seed": 0,
-        },
+        "judge": opts.judge.describe(),
     }
 
 
 def pair_inputs(
-    opts: ScoreOptions,
+    opts: ScoreConfig,
 ) -> tuple[
     list[Sample],
     list[Prediction],
@@ -347,71 +368,64 @@ def pair_inputs(
 
 @locks_run_folder("score")
 def run_pairwise(
-    opts: ScoreOptions,
+    opts: ScoreConfig,
     on_progress: Callable[[Judgment, JudgeEngine | None], None] | None = None,
     on_start: Callable[[int], None] | None = None,
-) -> tuple[dict[str, Any], list[Judgment], list[Problem], JudgeEngine | None]:
+) -> tuple[PairwiseResult, list[Judgment], list[Problem], JudgeEngine | None]:
     """A pairwise protocol's arena between the models of ``--predictions`` (A) and
     ``--predictions-b`` (B) on the samples both answered; win rates as the protocol counts them,
     unreadable verdicts counted as invalid."""
-    from collections import Counter
-
     if protocol_spec(opts.protocol).kind != "pairwise":
         raise ScoreError(f"{opts.protocol} is not a pairwise protocol")
-    claimed = claim_folder(opts.out, "score", score_identity(opts), {})
+    folder = RunFolder(opts.out, "score")
+    claimed = folder.claim(score_identity(opts))
     samples, preds_a, preds_b, (problems, problems_b, revision, models) = pair_inputs(opts)
     pairs = list(zip(samples, preds_a, preds_b, strict=True))
     engine = build_engine(opts)
     scorer = build_scorer(opts, engine)
     assert isinstance(scorer, PairwiseScorer) and engine is not None
-    if opts.preflight and not (opts.out / "results.json").is_file():
+    if opts.judge.preflight and not (opts.out / "results.json").is_file():
         run_sync(preflight(engine))
     if on_start is not None:
         on_start(len(pairs) * (2 if opts.swap else 1))
-    with open(opts.out / "judgments.jsonl", "w", encoding="utf-8") as log:
+    emit = _Appender(folder, engine, on_progress)
+    scorer.on_judgment = emit
 
-        def emit(j: Judgment) -> None:
-            log.write(json.dumps(j.to_dict(), ensure_ascii=False) + "\n")
-            log.flush()
-            if on_progress is not None:
-                on_progress(j, engine)
+    async def go() -> list[Judgment]:
+        try:
+            return await scorer.ascore_pairs(
+                [p[0] for p in pairs], [p[1] for p in pairs], [p[2] for p in pairs]
+            )
+        finally:
+            await scorer.aclose()
 
-        scorer.on_judgment = emit
-
-        async def go() -> list[Judgment]:
-            try:
-                return await scorer.ascore_pairs(
-                    [p[0] for p in pairs], [p[1] for p in pairs], [p[2] for p in pairs]
-                )
-            finally:
-                await scorer.aclose()
-
+    try:
         judgments = run_sync(go())
+    finally:
+        emit.log.close()
     counts = Counter(j.status for j in judgments)
-    result = {
-        "protocol": scorer.protocol_version,
-        "judge": engine.model,
-        "comparable": bool(scorer.comparable),
-        "models": models,
-        "win_rates": scorer.rates(judgments),
-        "counts": {
+    result = PairwiseResult(
+        protocol=scorer.protocol_version,
+        judge=engine.model,
+        comparable=bool(scorer.comparable),
+        models=models,
+        win_rates=scorer.rates(judgments),
+        counts={
             "valid": counts.get("ok", 0),
             "invalid": counts.get("invalid", 0),
             "error": counts.get("error", 0),
             "total": len(judgments),
         },
-        "invalid_reasons": dict(
+        invalid_reasons=dict(
             sorted(Counter(j.reason or "unknown" for j in judgments if j.status != "ok").items())
         ),
-        "swap": opts.swap,
-        "metadata": {
+        swap=opts.swap,
+        metadata={
             "judge_stats": engine.stats.to_dict(),
             "pairs": len(pairs),
             "problems": len(problems) + len(problems_b),
         },
-    }
-    (opts.out / "results.json").write_text(json.dumps(result, indent=2) + "\n")
-    (opts.out / "manifest.json").write_text(
-        json.dumps({**claimed, **manifest(opts, revision, scorer)}, indent=2, default=str) + "\n"
     )
+    folder.write_results(RunResults(pairwise=[result]))
+    folder.write_manifest({**claimed, **manifest(opts, revision, scorer)})
     return result, judgments, problems + problems_b, engine

@@ -487,3 +487,102 @@ def _int_map(d: Mapping[str, Any], where: str) -> dict[str, int]:
 
 def _join(where: str, key: str) -> str:
     return f"{where}.{key}" if where else key
+
+
+@dataclass
+class PairwiseResult:
+    """A pairwise protocol's arena between two models: win rates as the protocol counts them,
+    with valid, invalid and error verdicts counted (never scored)."""
+
+    protocol: str
+    judge: str | None
+    models: list[str]
+    win_rates: dict[str, dict[str, float | None]]
+    counts: dict[str, int] = field(default_factory=dict)
+    invalid_reasons: dict[str, int] = field(default_factory=dict)
+    comparable: bool = False
+    swap: bool = False
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "schema_version": SCHEMA_VERSION,
+            "protocol": self.protocol,
+            "judge": self.judge,
+            "comparable": self.comparable,
+            "models": self.models,
+            "win_rates": self.win_rates,
+            "counts": self.counts,
+            "invalid_reasons": self.invalid_reasons,
+            "swap": self.swap,
+            "metadata": self.metadata,
+        }
+
+    @classmethod
+    def from_dict(cls, d: Any, where: str = "") -> PairwiseResult:
+        d = _check_mapping(d, where)
+        _check_version(d, where)
+        models = _get(d, "models", list, where)
+        if not all(isinstance(m, str) for m in models):
+            raise SchemaError(_join(where, "models"), "expected a list of model names")
+        rates = _get(d, "win_rates", dict, where)
+        for k, v in rates.items():
+            _check_mapping(v, f"{_join(where, 'win_rates')}.{k}")
+        return cls(
+            protocol=_get(d, "protocol", str, where),
+            judge=_get(d, "judge", str, where, required=False),
+            models=list(models),
+            win_rates={k: dict(v) for k, v in rates.items()},
+            counts=_int_map(
+                _get(d, "counts", dict, where, required=False, default={}), _join(where, "counts")
+            ),
+            invalid_reasons=_int_map(
+                _get(d, "invalid_reasons", dict, where, required=False, default={}),
+                _join(where, "invalid_reasons"),
+            ),
+            comparable=_get(d, "comparable", bool, where, required=False, default=False),
+            swap=_get(d, "swap", bool, where, required=False, default=False),
+            metadata=dict(_get(d, "metadata", dict, where, required=False, default={})),
+        )
+
+
+@dataclass
+class RunResults:
+    """``results.json`` of every run folder, written by ``eval`` and ``score`` alike: one Result
+    per protocol, the pairwise arenas, and how many generations failed."""
+
+    results: list[Result] = field(default_factory=list)
+    pairwise: list[PairwiseResult] = field(default_factory=list)
+    generation_errors: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "schema_version": SCHEMA_VERSION,
+            "results": [r.to_dict() for r in self.results],
+            "pairwise": [p.to_dict() for p in self.pairwise],
+            "generation_errors": self.generation_errors,
+        }
+
+    @classmethod
+    def from_dict(cls, d: Any, where: str = "") -> RunResults:
+        """Also reads the shapes written before this schema (a bare Result; a bare pairwise
+        dict), so older run folders stay readable; readers never branch on shape."""
+        d = _check_mapping(d, where)
+        if "results" not in d and "pairwise" not in d:
+            if "win_rates" in d:
+                return cls(pairwise=[PairwiseResult.from_dict(d, where)])
+            return cls(results=[Result.from_dict(d, where)])
+        _check_version(d, where)
+        items = _get(d, "results", list, where, required=False, default=[])
+        arenas = _get(d, "pairwise", list, where, required=False, default=[])
+        errors = _get(d, "generation_errors", int, where, required=False, default=0)
+        return cls(
+            results=[
+                Result.from_dict(x, f"{_join(where, 'results')}[{i}]") for i, x in enumerate(items)
+            ],
+            pairwise=[
+                PairwiseResult.from_dict(x, f"{_join(where, 'pairwise')}[{i}]")
+                for i, x in enumerate(arenas)
+            ],
+            generation_errors=errors,
+        )

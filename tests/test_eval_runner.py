@@ -302,6 +302,7 @@ def test_judging_overlaps_generation(tiny_janus, tmp_path):
     """Judge calls start while later samples are still being generated."""
     from fake_openai import FakeOpenAI
 
+    from interleave_bench.config import JudgeSpec
     from interleave_bench.models.base import GenerationSettings
     from interleave_bench.runner import EvalConfig, Hooks, run_eval
 
@@ -316,13 +317,9 @@ def test_judging_overlaps_generation(tiny_janus, tmp_path):
             limit=5,
             scorers=["structure", "mmie"],
             settings=GenerationSettings(max_new_tokens=16),
-            judge={
-                "protocol_file": prompts,
-                "allow_unofficial": True,
-                "judge_base_url": server.url,
-                "judge_model": "MMIE-Score",
-                "preflight": False,
-            },
+            protocol_file=prompts,
+            allow_unofficial=True,
+            judge=JudgeSpec(judge_base_url=server.url, judge_model="MMIE-Score", preflight=False),
         )
         hooks = Hooks(
             on_generated=lambda p: events.append(("gen", p.sample_id)),

@@ -98,21 +98,24 @@ def agrees(submitted: Judgment, rejudged: Judgment, tolerance: float) -> bool:
 def _scorer(spec: BoardSpec, req: AuditRequest, bench: str):
     """The scorer ``ibench score --protocol <spec.scorer>`` would build (no cache: a cached reply
     would be the auditor's own earlier answer, not the judge's)."""
-    from ..scoring import ScoreOptions, build_engine, build_scorer
+    from ..config import JudgeSpec
+    from ..scoring import ScoreConfig, build_engine, build_scorer
 
-    opts = ScoreOptions(
+    opts = ScoreConfig(
         bench=bench,
         predictions=Path("."),
         protocol=spec.scorer,
         out=Path("."),
         protocol_file=req.protocol_file,
         allow_unofficial=req.allow_unofficial,
-        judge_model=req.judge_model,
-        judge_base_url=req.judge_base_url,
-        judge_key_env=req.judge_key_env,
-        judge_transport=req.judge_transport,
-        concurrency=min(16, max(1, req.n)),
-        max_retries=3,
+        judge=JudgeSpec(
+            judge_model=req.judge_model,
+            judge_base_url=req.judge_base_url,
+            judge_key_env=req.judge_key_env,
+            judge_transport=req.judge_transport,  # type: ignore[arg-type]
+            concurrency=min(16, max(1, req.n)),
+            max_retries=3,
+        ),
     )
     return build_scorer(opts, build_engine(opts, with_cache=False))
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..types import Judgment, Prediction, Result, SchemaError
+from ..types import Judgment, Prediction, Result, RunResults, SchemaError
 from .intake import Limits
 from .schema import read_json, reject_constant
 
@@ -143,19 +143,14 @@ def read_run(root: Path, limits: Limits) -> RunFiles:
             run.fatal = True
     if (root / "results.json").is_file():
         doc = _json_file(root / "results.json", limits, run.problems)
-        items = doc.get("results") if isinstance(doc, dict) and "results" in doc else [doc]
         if doc is None:
             run.fatal = True
-        elif not isinstance(items, list):
-            run.problems.append("results.json: 'results' is not a list")
-            run.fatal = True
         else:
-            for i, item in enumerate(items):
-                try:
-                    run.results.append(Result.from_dict(item, f"results[{i}]"))
-                except (SchemaError, TypeError, ValueError) as e:
-                    run.problems.append(f"results.json: {e}")
-                    run.fatal = True
+            try:
+                run.results.extend(RunResults.from_dict(doc).results)
+            except (SchemaError, TypeError, ValueError) as e:
+                run.problems.append(f"results.json: {e}")
+                run.fatal = True
     if (root / "judgments.jsonl").is_file():
         for n, value in _json_lines(root / "judgments.jsonl", limits.max_jsonl, run.problems):
             try:

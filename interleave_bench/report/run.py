@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 from ..benchmarks.problems import DataError, Problem
 from ..benchmarks.readers import load_json
 from ..media import ImageError, ImageStore, to_data_url
-from ..types import ImageRef, Judgment, Prediction, Result, Sample
+from ..types import ImageRef, Judgment, Prediction, Result, RunResults, Sample
 
 T = TypeVar("T")
 ImageLoader = Callable[[ImageRef], str]
@@ -94,7 +94,7 @@ def read_jsonl(path: Path, parse: Callable[[Any, str], T], problems: list[str]) 
 
 
 def read_results(path: Path, problems: list[str]) -> list[Result]:
-    """``results.json`` holds one Result or ``{"results": [...]}``; both are accepted."""
+    """The per-protocol results of ``results.json`` (``types.RunResults``, any shape)."""
     if not path.is_file():
         problems.append("results.json is absent: the run has not been aggregated yet")
         return []
@@ -103,17 +103,11 @@ def read_results(path: Path, problems: list[str]) -> list[Result]:
     except (OSError, ValueError, DataError) as e:
         problems.append(f"results.json unreadable: {e}")
         return []
-    items = data["results"] if isinstance(data, dict) and "results" in data else [data]
-    if not isinstance(items, list):
-        problems.append("results.json: 'results' is not a list")
+    try:
+        return RunResults.from_dict(data).results
+    except (ValueError, TypeError) as e:
+        problems.append(f"results.json unreadable: {e}")
         return []
-    out: list[Result] = []
-    for i, item in enumerate(items):
-        try:
-            out.append(Result.from_dict(item, f"results[{i}]"))
-        except (ValueError, TypeError) as e:
-            problems.append(f"results.json entry {i} skipped: {e}")
-    return out
 
 
 def read_manifest(path: Path, problems: list[str]) -> dict[str, Any]:

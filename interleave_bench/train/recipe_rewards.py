@@ -73,35 +73,40 @@ def build_reward(cfg: TrainConfig, default_scorer: Any) -> Any:
     )
 
 
+_PROTOCOL_OPTIONS = ("protocol_file", "allow_unofficial", "clip_model", "extra")
+
+
 def _option_names() -> set[str]:
-    import dataclasses
+    """A component's ``options``: the ``JudgeSpec`` fields and the protocol's own settings."""
+    from ..config import JudgeSpec
 
-    from ..scoring import ScoreOptions
-
-    fixed = {"bench", "predictions", "protocol", "out"}
-    return {f.name for f in dataclasses.fields(ScoreOptions)} - fixed
+    return set(JudgeSpec.model_fields) | set(_PROTOCOL_OPTIONS)
 
 
 def _scorer(cfg: TrainConfig, protocol: str, options: dict[str, Any], where: str) -> Any:
-    from ..scoring import ScoreOptions, build_engine, build_scorer
+    from ..config import ConfigError, JudgeSpec, build
+    from ..scoring import ScoreConfig, build_engine, build_scorer
 
     if protocol == "structure":
         from ..scorers.structure import StructureScorer
 
         return StructureScorer(expected=options.pop("expected", cfg.expected), prefer_gold=False)
-    for k in ("protocol_file", "clip_model", "judge_local", "price_table"):
-        if options.get(k) is not None:
-            options[k] = Path(options[k])
+    own = {k: options.pop(k) for k in _PROTOCOL_OPTIONS if k in options}
+    for k in ("protocol_file", "clip_model"):
+        if own.get(k) is not None:
+            own[k] = Path(own[k])
     options.setdefault("preflight", False)
     try:
-        opts = ScoreOptions(
-            bench=cfg.benchmark,
-            predictions=Path(cfg.output_dir),
-            protocol=protocol,
-            out=Path(cfg.output_dir) / "rewards" / protocol,
-            **options,
-        )
-    except TypeError as e:
-        raise ValueError(f"{where}.options: {e}") from None
+        judge = build(JudgeSpec, options, f"{where}.options")
+    except ConfigError as e:
+        raise ValueError(str(e)) from None
+    opts = ScoreConfig(
+        bench=cfg.benchmark,
+        predictions=Path(cfg.output_dir),
+        protocol=protocol,
+        out=Path(cfg.output_dir) / "rewards" / protocol,
+        judge=judge,
+        **own,
+    )
     opts.out.mkdir(parents=True, exist_ok=True)
     return build_scorer(opts, build_engine(opts))
