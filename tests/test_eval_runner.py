@@ -198,7 +198,7 @@ def test_bad_model_inputs_are_clear(tmp_path, tiny_janus):
     r = run_cli(
         "eval", "--model", str(fake), "--bench", "mmie:sample", "--out", str(tmp_path / "o2")
     )
-    assert r.exit_code == 1 and "supported: janus, emu3" in r.stderr
+    assert r.exit_code == 1 and "unsupported model_type 'llama'; families: emu3, janus" in r.stderr
     (fake / "config.json").write_text(json.dumps({"model_type": "chameleon"}))
     r = run_cli(
         "eval", "--model", str(fake), "--bench", "mmie:sample", "--out", str(tmp_path / "o3")
