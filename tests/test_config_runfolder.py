@@ -17,9 +17,6 @@ from interleave_bench.scoring import ScoreConfig
 
 
 def _options(name: str) -> dict[str, Any]:
-    import interleave_bench.cli_eval
-    import interleave_bench.cli_score  # noqa: F401 - registers the commands
-
     cmd = typer.main.get_command(app).commands[name]  # type: ignore[attr-defined]
     return {p.name: p for p in cmd.params if p.param_type_name == "option"}
 

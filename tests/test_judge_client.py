@@ -11,9 +11,9 @@ from interleave_bench.judges.client import (
     JudgeConfig,
     JudgeUnavailable,
     OpenAIJudge,
-    retry_after_seconds,
 )
 from interleave_bench.judges.request import JudgeRequest, Part
+from interleave_bench.judges.transport import retry_after_seconds
 
 REQ = JudgeRequest((Part.of_text("Rate this."),), max_tokens=16)
 TRANSPORT = {"kind": "sdk"}

@@ -19,8 +19,8 @@ import typer
 from PIL import Image
 from typer.testing import CliRunner
 
+from interleave_bench.cli.leaderboard import leaderboard_app
 from interleave_bench.leaderboard import intake
-from interleave_bench.leaderboard.cli import leaderboard_app
 from interleave_bench.leaderboard.specs import SPECS
 from interleave_bench.leaderboard.store import leaderboards_dir, load_board
 

@@ -44,7 +44,7 @@ def test_both_trainers_share_the_base_and_its_config_keys():
 
 
 def test_a_warmup_recipe_takes_lora_overrides():
-    from interleave_bench.cli_train import _train_config
+    from interleave_bench.cli.train import _train_config
 
     cfg = _train_config(
         ROOT / "train" / "tiny_janus_warmup.yaml", ["lora.r=4", "lora.alpha=8"], WarmupConfig

@@ -281,7 +281,7 @@ def test_two_processes_with_unequal_groups_after_dynamic_sampling(tiny_janus, tm
 
 
 def test_every_shipped_recipe_loads_and_its_rewards_validate():
-    from interleave_bench.cli_train import _train_config
+    from interleave_bench.cli.train import _train_config
     from interleave_bench.train.recipe_rewards import validate_rewards
     from interleave_bench.train.warmup import WarmupConfig
 

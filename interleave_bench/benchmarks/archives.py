@@ -33,6 +33,8 @@ from typing import IO
 from .paths import DataRoot
 from .problems import DataError, Problem
 
+# the provenance marker of a data folder (source, revision), written by download and archive import
+SOURCE_FILE = ".ibench-source.json"
 MAX_TOTAL_BYTES = 64 * 1024**3
 MAX_ENTRY_BYTES = 256 * 1024**2
 MAX_ENTRIES = 2_000_000

@@ -18,11 +18,11 @@ from typing import Any, ClassVar
 
 from ..types import ImageRef, Sample
 from . import archives
+from .archives import SOURCE_FILE
 from .paths import DataRoot
 from .problems import DataError, Problem, RowError
 from .readers import read_json_array
 
-SOURCE_FILE = ".ibench-source.json"
 MINISET_DIR = Path(__file__).parent / "minisets"
 
 

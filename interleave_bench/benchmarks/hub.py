@@ -24,8 +24,7 @@ def download_snapshot(
     from huggingface_hub import HfApi, snapshot_download
     from huggingface_hub import errors as hf_errors
 
-    from .archives import write_file
-    from .base import SOURCE_FILE
+    from .archives import SOURCE_FILE, write_file
 
     url = (
         f"https://huggingface.co/{'datasets/' if spec.repo_type == 'dataset' else ''}{spec.repo_id}"

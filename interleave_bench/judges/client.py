@@ -12,10 +12,7 @@ The API key comes from an environment variable and is redacted from every messag
 from __future__ import annotations
 
 import asyncio
-import datetime
-import email.utils
 import json
-import math
 import os
 import random
 import time
@@ -104,38 +101,6 @@ class RateLimiter:
                         self._tok -= need_tok
                     return
                 await asyncio.sleep(max(waits))
-
-
-def _finite_seconds(text: str, scale: float = 1.0) -> float | None:
-    """``text`` as a finite, non-negative number of seconds, or None when it is not one."""
-    try:
-        value = float(text) * scale
-    except ValueError:
-        return None
-    return max(0.0, value) if math.isfinite(value) else None
-
-
-def retry_after_seconds(headers: Any) -> float | None:
-    """Seconds the server asks us to wait, from ``retry-after-ms`` or ``Retry-After`` (delta
-    seconds or an HTTP date). None when absent or unparseable (``soon``): the caller backs off
-    instead, so a malformed header never ends a run."""
-    if headers is None:
-        return None
-    ms = headers.get("retry-after-ms")
-    if ms and (wait := _finite_seconds(ms.strip(), 1e-3)) is not None:
-        return wait
-    value = (headers.get("retry-after") or "").strip()
-    if not value:
-        return None
-    if (wait := _finite_seconds(value)) is not None:
-        return wait
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError, OverflowError):
-        return None
-    if when.tzinfo is None:  # "-0000" or no zone: HTTP dates are always GMT
-        when = when.replace(tzinfo=datetime.timezone.utc)
-    return max(0.0, when.timestamp() - time.time())
 
 
 def _reply_text(resp: dict[str, Any]) -> tuple[str | None, str]:

@@ -9,9 +9,13 @@ body as bytes and report outcomes the same way, so the retry policy lives once, 
 from __future__ import annotations
 
 import asyncio
+import datetime
+import email.utils
 import functools
 import json
+import math
 import ssl
+import time
 import urllib.parse
 import urllib.request
 from typing import Any
@@ -36,9 +40,39 @@ class Rejected(Exception):
         self.status, self.message = status, message
 
 
-def _classify(status: int, headers: Any, message: str) -> Exception:
-    from .client import retry_after_seconds
+def _finite_seconds(text: str, scale: float = 1.0) -> float | None:
+    """``text`` as a finite, non-negative number of seconds, or None when it is not one."""
+    try:
+        value = float(text) * scale
+    except ValueError:
+        return None
+    return max(0.0, value) if math.isfinite(value) else None
 
+
+def retry_after_seconds(headers: Any) -> float | None:
+    """Seconds the server asks us to wait, from ``retry-after-ms`` or ``Retry-After`` (delta
+    seconds or an HTTP date). None when absent or unparseable (``soon``): the caller backs off
+    instead, so a malformed header never ends a run."""
+    if headers is None:
+        return None
+    ms = headers.get("retry-after-ms")
+    if ms and (wait := _finite_seconds(ms.strip(), 1e-3)) is not None:
+        return wait
+    value = (headers.get("retry-after") or "").strip()
+    if not value:
+        return None
+    if (wait := _finite_seconds(value)) is not None:
+        return wait
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+    if when.tzinfo is None:  # "-0000" or no zone: HTTP dates are always GMT
+        when = when.replace(tzinfo=datetime.timezone.utc)
+    return max(0.0, when.timestamp() - time.time())
+
+
+def _classify(status: int, headers: Any, message: str) -> Exception:
     if status == 429:
         return Transient("429 rate limited", retry_after_seconds(headers))
     if status >= 500 or status in (408, 409):

@@ -23,7 +23,7 @@ from ..report.svg import bar_chart, fmt_num
 from .schema import Board, safe_url
 from .show import ordered, row_status
 from .site_assets import CSS, JS
-from .store import board_names, load_board
+from .store import board_names, load_board, submissions_dir
 
 MAX_REPORT_BYTES = 256 * 1024**2
 
@@ -163,7 +163,7 @@ def _copy_report(root: Path, out: Path, bench: str, row: dict[str, Any], warning
         return None
     if safe_url(report):
         return report
-    src = root / "submissions" / bench / report
+    src = submissions_dir(root) / bench / report
     if src.is_symlink() or not src.is_file() or src.stat().st_size > MAX_REPORT_BYTES:
         warnings.append(f"{src}: report missing, a link or too large; not linked")
         return None

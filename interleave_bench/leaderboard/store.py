@@ -14,6 +14,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+from ..bundled import bundled_dir, inside_package
 from .schema import SCHEMA_VERSION, Board, BoardError, parse_board, read_json, validate_row
 
 ENV = "IBENCH_LEADERBOARDS"
@@ -22,7 +23,8 @@ MAX_ROW_FILE = 1024**2
 
 def leaderboards_dir(explicit: Path | None = None) -> Path:
     """``--dir``, else ``$IBENCH_LEADERBOARDS``, else ``./leaderboards`` when it holds boards,
-    else the source checkout's ``leaderboards/`` (the package is usually run from a clone)."""
+    else the published boards that ship with the package (the checkout's ``leaderboards/`` in a
+    source tree), else ``./leaderboards``."""
     if explicit is not None:
         return Path(explicit)
     if env := os.environ.get(ENV):
@@ -30,8 +32,16 @@ def leaderboards_dir(explicit: Path | None = None) -> Path:
     here = Path.cwd() / "leaderboards"
     if any(here.glob("*.json")):
         return here
-    checkout = Path(__file__).resolve().parents[2] / "leaderboards"
-    return checkout if checkout.is_dir() else here
+    return bundled_dir("published") or here
+
+
+def submissions_dir(root: Path) -> Path:
+    """Where the submissions of the boards in ``root`` live: ``<root>/submissions``, except for
+    the boards installed with the package, whose submissions go to ``./leaderboards/submissions``
+    (nothing is ever written into site-packages)."""
+    if inside_package(root):
+        return Path.cwd() / "leaderboards" / "submissions"
+    return root / "submissions"
 
 
 def board_names(root: Path) -> list[str]:
@@ -53,7 +63,7 @@ def load_board(bench: str, root: Path, *, submissions: bool = True) -> Board:
     if board.benchmark != bench:
         raise BoardError(str(path), [f"benchmark: expected {bench!r}, got {board.benchmark!r}"])
     if submissions:
-        for sub in sorted((root / "submissions" / bench).glob("*.json")):
+        for sub in sorted((submissions_dir(root) / bench).glob("*.json")):
             try:
                 board.rows.append(read_submission(sub, board))
             except BoardError as e:
@@ -96,7 +106,7 @@ def write_submission(
         json.dumps(row.get("evidence", {}), sort_keys=True).encode("utf-8")
     ).hexdigest()[:10]
     base = f"{slug(row['model'])}-{digest}"
-    folder = root / "submissions" / bench
+    folder = submissions_dir(root) / bench
     folder.mkdir(parents=True, exist_ok=True)
     written = []
     if report_html is not None:

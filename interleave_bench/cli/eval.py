@@ -1,4 +1,4 @@
-"""`ibench eval`, `ibench report` and `ibench models`: generating, scoring and reporting runs."""
+"""`ibench eval` and `ibench report`: generating, scoring and reporting runs."""
 
 from __future__ import annotations
 
@@ -10,23 +10,12 @@ from typing import Annotated
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from .cli import (
-    AllowUnofficialOpt,
-    DataOpt,
-    JsonOpt,
-    ProtocolFileOpt,
-    app,
-    err,
-    fail,
-    judge_options,
-    number,
-    out,
-    print_json,
-    print_result,
-)
-from .cli_registry import bench_help, check_protocol, live_option, protocol_help
-from .config import JudgeSpec, PipelineSpec
-from .registry import models as _families
+from ..config import JudgeSpec, PipelineSpec
+from ..registry import models as _families
+from .errors import fail
+from .options import AllowUnofficialOpt, DataOpt, JsonOpt, ProtocolFileOpt, judge_options, number
+from .output import err, out, print_json, print_result
+from .registry_options import bench_help, check_protocol, live_option, protocol_help
 
 # --------------------------------------------------------------------------- eval
 
@@ -40,8 +29,8 @@ def _default_out(model: str, bench: str) -> Path:
 
 def _check_model_type(model_type: str | None) -> None:
     """An unregistered family is a usage error (exit 2) with a "did you mean"."""
-    from .models.base import UNSUPPORTED
-    from .registry import UnknownNameError, models
+    from ..models.base import UNSUPPORTED
+    from ..registry import UnknownNameError, models
 
     known = models.names()
     if model_type is not None and model_type.lower() not in (*known, *UNSUPPORTED):
@@ -52,7 +41,7 @@ def _check_templates(path: Path | None) -> None:
     """Read ``--templates`` before a model loads: a bad file is exit 1 naming it."""
     if path is None:
         return
-    from .models.prompts import load_templates
+    from ..models.prompts import load_templates
 
     try:
         load_templates(path)
@@ -62,7 +51,6 @@ def _check_templates(path: Path | None) -> None:
         raise fail(str(e)) from None
 
 
-@app.command("eval")
 @judge_options
 def eval_cmd(
     model: Annotated[
@@ -149,14 +137,14 @@ def eval_cmd(
 ) -> None:
     """Generate interleaved answers with a model, score them, and write a report (resumable)."""
     judge = judge or JudgeSpec()
-    from .benchmarks import DataError
-    from .judges.client import JudgeUnavailable
-    from .models.base import GenerationSettings, ModelError
-    from .protocols import protocol_names
-    from .runner import EvalConfig, GenerationFailed, Hooks, run_eval
-    from .runs import RunFolderError
-    from .scorers.protocol_files import ProtocolError
-    from .scoring import ScoreError
+    from ..benchmarks import DataError
+    from ..judges.client import JudgeUnavailable
+    from ..models.base import GenerationSettings, ModelError
+    from ..protocols import protocol_names
+    from ..runner import EvalConfig, GenerationFailed, Hooks, run_eval
+    from ..runs import RunFolderError
+    from ..scorers.protocol_files import ProtocolError
+    from ..scoring import ScoreError
 
     names = [s.strip() for s in scorers.split(",") if s.strip()]
     offline = protocol_names("offline")
@@ -227,7 +215,7 @@ def eval_cmd(
         jud = bar.add_task("", total=None, label="judging   ")
 
         def on_start(n_gen: int, n_judge: int) -> None:
-            from .report.run import problem_lines  # the loader's, recorded by the runner
+            from ..report.run import problem_lines  # the loader's, recorded by the runner
 
             for line in problem_lines(out_dir):
                 err.print(line, markup=False, highlight=False)
@@ -286,7 +274,6 @@ def eval_cmd(
     )
 
 
-@app.command("report")
 def report_cmd(
     run: Annotated[
         Path, typer.Argument(exists=True, file_okay=False, help="A run folder made by ibench eval.")
@@ -296,29 +283,8 @@ def report_cmd(
     ] = None,
 ) -> None:
     """(Re)write the self-contained HTML report of a run folder."""
-    from .report.html import write_report
+    from ..report.html import write_report
 
     if not (run / "manifest.json").exists():
         raise fail(f"{run}: not a run folder (no manifest.json)")
     out.print(f"report: {write_report(run, to)}", markup=False)
-
-
-models_app = typer.Typer(help="Model utilities.", no_args_is_help=True)
-app.add_typer(models_app, name="models")
-
-
-@models_app.command("tiny")
-def models_tiny(
-    family: Annotated[str, typer.Argument(help="A family with a tiny model: janus, emu3, text")],
-    dest: Annotated[Path, typer.Argument(file_okay=False, help="Folder to write the model into.")],
-    seed: Annotated[int, typer.Option("--seed", min=0)] = 0,
-) -> None:
-    """Build a tiny random model (tokenizer trained in memory) for tests and demos."""
-    from .models.base import ModelError
-    from .models.families import tiny_builder
-
-    try:
-        build = tiny_builder(family)
-    except ModelError as e:
-        raise fail(str(e), 2) from None
-    out.print(f"tiny {family}: {build(dest, seed=seed)}", markup=False)

@@ -10,32 +10,21 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from .cli import (
-    AllowUnofficialOpt,
-    DataOpt,
-    JsonOpt,
-    ProtocolFileOpt,
-    app,
-    err,
-    fail,
-    judge_options,
-    out,
-    print_json,
-    print_result,
-)
-from .cli_registry import bench_help, check_protocol, live_option, protocol_help
-from .config import JudgeSpec
+from ..config import JudgeSpec
+from .errors import fail
+from .options import AllowUnofficialOpt, DataOpt, JsonOpt, ProtocolFileOpt, judge_options
+from .output import err, out, print_json, print_result
+from .registry_options import bench_help, check_protocol, live_option, protocol_help
 
 # --------------------------------------------------------------------------- aggregate
 
 
 def _formats() -> list[str]:
-    from .importers import formats
+    from ..importers import formats
 
     return formats()
 
 
-@app.command("aggregate")
 def aggregate_cmd(
     file: Annotated[
         Path,
@@ -47,8 +36,8 @@ def aggregate_cmd(
     as_json: JsonOpt = False,
 ) -> None:
     """Recompute the official aggregate of a published judgment file."""
-    from .benchmarks import DataError
-    from .importers import aggregate_file, formats
+    from ..benchmarks import DataError
+    from ..importers import aggregate_file, formats
 
     if fmt not in formats():
         raise fail(f"--format must be one of {', '.join(formats())}", 2)
@@ -104,7 +93,6 @@ def aggregate_cmd(
 # --------------------------------------------------------------------------- score
 
 
-@app.command("score")
 @judge_options
 def score_cmd(
     bench: Annotated[str, live_option("--bench", help_of=bench_help)],
@@ -149,12 +137,12 @@ def score_cmd(
     """Score predictions made elsewhere with one protocol; reruns are served from the cache."""
     import time as _time
 
-    from .benchmarks import DataError
-    from .judges.client import JudgeUnavailable
-    from .protocols import get_protocol
-    from .runs import RunFolderError
-    from .scorers.protocol_files import ProtocolError
-    from .scoring import ScoreConfig, ScoreError, run_pairwise, run_score
+    from ..benchmarks import DataError
+    from ..judges.client import JudgeUnavailable
+    from ..protocols import get_protocol
+    from ..runs import RunFolderError
+    from ..scorers.protocol_files import ProtocolError
+    from ..scoring import ScoreConfig, ScoreError, run_pairwise, run_score
 
     check_protocol(protocol)
     pairwise = get_protocol(protocol).kind == "pairwise"
@@ -238,10 +226,10 @@ def _print_arena(pairwise: dict, bench: str, protocol: str, out_dir: str, as_jso
 
 
 def _print_estimate(opts, as_json: bool) -> None:
-    from .benchmarks import DataError
-    from .estimate import estimate_score
-    from .scorers.protocol_files import ProtocolError
-    from .scoring import ScoreError
+    from ..benchmarks import DataError
+    from ..estimate import estimate_score
+    from ..scorers.protocol_files import ProtocolError
+    from ..scoring import ScoreError
 
     try:
         est = estimate_score(opts)

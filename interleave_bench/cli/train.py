@@ -1,4 +1,5 @@
-"""`ibench train grpo|warmup`: recipes (YAML plus key=value overrides) for the trainer."""
+"""`ibench train grpo|warmup|recipes`: recipes (YAML, or a bundled recipe by name, plus key=value
+overrides) for the trainer."""
 
 from __future__ import annotations
 
@@ -7,13 +8,15 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 
-from .cli import JsonOpt, app, err, fail, out, print_json
+from .errors import fail
+from .options import JsonOpt
+from .output import err, out, print_json
 
 train_app = typer.Typer(
     help="Training: SFT warm-up, then GRPO with scorer rewards.", no_args_is_help=True
 )
-app.add_typer(train_app, name="train")
 
 
 def _train_config(path: Path, overrides: list[str], config_cls: Any = None) -> Any:
@@ -24,10 +27,10 @@ def _train_config(path: Path, overrides: list[str], config_cls: Any = None) -> A
 
     import yaml
 
-    from .models.loading import resolve_model_path
+    from ..models.loading import resolve_model_path
 
     if config_cls is None:
-        from .train.trainer import TrainConfig as config_cls
+        from ..train.trainer import TrainConfig as config_cls
 
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
@@ -65,6 +68,28 @@ def _train_config(path: Path, overrides: list[str], config_cls: Any = None) -> A
         raise fail(f"{path}: {e}", 2) from None
 
 
+def recipe_path(value: str) -> Path:
+    """``--config``: a recipe file, else the name of a bundled recipe (``tiny_janus_grpo``, with
+    or without ``.yaml``); anything else is a usage error (exit 2) listing the bundled names."""
+    import difflib
+
+    from ..bundled import recipes
+
+    path = Path(value)
+    if path.is_file():
+        return path
+    if path.exists():
+        raise typer.BadParameter(f"{value} is a folder, not a recipe file")
+    bundled = recipes()
+    name = value.removesuffix(".yaml")
+    if name in bundled and "/" not in value:
+        return bundled[name]
+    close = difflib.get_close_matches(name, list(bundled), n=1)
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    known = ", ".join(bundled) or "none in this install"
+    raise typer.BadParameter(f"{value}: no such file or bundled recipe (bundled: {known}){hint}")
+
+
 OverridesArg = Annotated[
     list[str] | None, typer.Argument(help="key=value overrides (a.b=v sets a mapping entry).")
 ]
@@ -75,14 +100,18 @@ ResumeOpt = Annotated[bool, typer.Option("--resume", help="Continue from the lat
 def train_grpo(
     config: Annotated[
         Path,
-        typer.Option("--config", exists=True, dir_okay=False, help="A recipe YAML (see train/)."),
+        typer.Option(
+            "--config",
+            parser=recipe_path,
+            help="A recipe YAML, or a bundled recipe by name (ibench train recipes).",
+        ),
     ],
     overrides: OverridesArg = None,
     resume: ResumeOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
     """GRPO on a tiny or real unified model with the evaluation's scorers as rewards."""
-    from .train.trainer import train
+    from ..train.trainer import train
 
     cfg = _train_config(config, overrides or [])
     result = train(cfg, resume=resume, console=None if as_json else err)
@@ -111,7 +140,9 @@ def train_warmup(
     config: Annotated[
         Path,
         typer.Option(
-            "--config", exists=True, dir_okay=False, help="A warm-up recipe YAML (see train/)."
+            "--config",
+            parser=recipe_path,
+            help="A warm-up recipe YAML, or a bundled recipe by name (ibench train recipes).",
         ),
     ],
     overrides: OverridesArg = None,
@@ -119,9 +150,9 @@ def train_warmup(
     as_json: JsonOpt = False,
 ) -> None:
     """Supervised warm-up (interleaved, understanding and text-to-image answers) before GRPO."""
-    from .models.base import ModelError
-    from .train.warmup import WarmupConfig, warmup
-    from .train.warmup_data import WarmupDataError
+    from ..models.base import ModelError
+    from ..train.warmup import WarmupConfig, warmup
+    from ..train.warmup_data import WarmupDataError
 
     cfg = _train_config(config, overrides or [], WarmupConfig)
     try:
@@ -148,3 +179,25 @@ def train_warmup(
             f"log: {summary['log']}",
             markup=False,
         )
+
+
+@train_app.command("recipes")
+def train_recipes(as_json: JsonOpt = False) -> None:
+    """List the bundled recipes: pass a name to --config (a copy of the file is a good start)."""
+    from ..bundled import recipe_summary, recipes
+
+    rows = [
+        {"name": name, "summary": recipe_summary(path), "path": str(path)}
+        for name, path in recipes().items()
+    ]
+    if as_json:
+        print_json(rows)
+        return
+    from rich.table import Table
+
+    table = Table(title="Bundled recipes")
+    for col in ("name", "summary", "path"):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(r["name"], escape(r["summary"]), escape(r["path"]))
+    out.print(table)

@@ -38,14 +38,14 @@ def live_option(*decls: str, help_of: Callable[[], str], **kw: Any) -> Any:
 
 
 def bench_help() -> str:
-    from .benchmarks.spec import benchmark_help
+    from ..benchmarks.spec import benchmark_help
 
     return benchmark_help()
 
 
 def protocol_help(*kinds: str, lead: str = "") -> Callable[[], str]:
     def text() -> str:
-        from .protocols import protocol_help as names
+        from ..protocols import protocol_help as names
 
         return lead + names(*kinds)
 
@@ -54,9 +54,9 @@ def protocol_help(*kinds: str, lead: str = "") -> Callable[[], str]:
 
 def check_protocol(name: str, *kinds: str, flag: str = "--protocol") -> None:
     """Exit 2 with a "did you mean" line for an unknown protocol, or one of the wrong kind."""
-    from .cli import fail
-    from .protocols import get_protocol, protocol_names
-    from .registry import UnknownNameError
+    from ..protocols import get_protocol, protocol_names
+    from ..registry import UnknownNameError
+    from .errors import fail
 
     try:
         spec = get_protocol(name)

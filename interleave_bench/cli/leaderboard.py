@@ -1,6 +1,5 @@
-"""``ibench leaderboard``: show, submit, build. Registered in the main app with
-``app.add_typer(leaderboard_app, name="leaderboard")``; the shared helpers (``fail``,
-``print_json``, consoles) are imported when a command runs, so either module may load first."""
+"""``ibench leaderboard``: show, submit, build (the boards themselves live in
+``interleave_bench.leaderboard``)."""
 
 from __future__ import annotations
 
@@ -20,7 +19,7 @@ DirOpt = Annotated[
     Path | None,
     typer.Option(
         "--dir",
-        help="Leaderboards folder (default: $IBENCH_LEADERBOARDS, ./leaderboards, the checkout's).",
+        help="Leaderboards folder (default: $IBENCH_LEADERBOARDS, ./leaderboards, the published boards).",
     ),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")]
@@ -42,10 +41,11 @@ def show_cmd(
     as_json: JsonOpt = False,
 ) -> None:
     """Print a leaderboard: per-category columns, intervals, the comparable flag and sources."""
-    from ..cli import err, fail, out, print_json
-    from .schema import BoardError
-    from .show import SortError, flat, ordered, row_status
-    from .store import leaderboards_dir, load_board
+    from ..leaderboard.schema import BoardError
+    from ..leaderboard.show import SortError, flat, ordered, row_status
+    from ..leaderboard.store import leaderboards_dir, load_board
+    from .errors import fail
+    from .output import err, out, print_json
 
     try:
         board = load_board(bench.partition(":")[0], leaderboards_dir(lb_dir))
@@ -157,9 +157,10 @@ def submit_cmd(
 
     With --audit N the submitted judgments are spot-checked by re-judging; exit 1 lists every
     problem (a failed audit names each disagreeing sample with both scores)."""
-    from ..cli import err, fail, out, print_json
-    from .audit import AuditRequest
-    from .submit import validate_submission
+    from ..leaderboard.audit import AuditRequest
+    from ..leaderboard.submit import validate_submission
+    from .errors import fail
+    from .output import err, out, print_json
 
     request = None
     if audit:
@@ -224,10 +225,11 @@ def build_cmd(
     as_json: JsonOpt = False,
 ) -> None:
     """Write a static site: an index and one page per benchmark (sortable tables, charts)."""
-    from ..cli import err, fail, out, print_json
-    from .schema import BoardError
-    from .site import build_site
-    from .store import leaderboards_dir
+    from ..leaderboard.schema import BoardError
+    from ..leaderboard.site import build_site
+    from ..leaderboard.store import leaderboards_dir
+    from .errors import fail
+    from .output import err, out, print_json
 
     try:
         pages, warnings = build_site(leaderboards_dir(lb_dir), out_dir)
