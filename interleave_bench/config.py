@@ -114,7 +114,8 @@ def check_keys(data: Mapping[str, Any], cls: Any, where: str, prefix: str = "") 
             close = difflib.get_close_matches(str(key), list(fields), n=1)
             hint = f"; did you mean {close[0]}?" if close else f"; known: {', '.join(fields)}"
             raise ConfigError(f"{where}: {path}: unknown key{hint}")
-        inner = _nested(fields[key])
+        # a mapping-valued key may name the settings class its inner keys belong to
+        inner = _nested(fields[key]) or getattr(cls, "__config_keys__", {}).get(key)
         if inner is not None and isinstance(value, Mapping):
             check_keys(value, inner, where, f"{path}.")
 
@@ -122,6 +123,8 @@ def check_keys(data: Mapping[str, Any], cls: Any, where: str, prefix: str = "") 
 def _error_text(e: ValidationError, where: str) -> str:
     first = e.errors()[0]
     loc = ".".join(str(x) for x in first["loc"] if not str(x).startswith("function-"))
+    if not loc and first["type"] == "value_error":  # a __post_init__ check names its own key
+        return f"{where}: {first['msg'].removeprefix('Value error, ')}"
     return f"{where}: {loc or '(top)'}: {first['msg']} (got {first.get('input')!r})"
 
 

@@ -121,7 +121,22 @@ CASES = [
     (["train", "grpo", "--config", "folder"], 2, "folder"),
     (["train", "grpo", "--config", "bad.json"], 1, "bad.json: cannot read the recipe"),
     (["train", "grpo", "--config", "list.json"], 1, "list.json: a recipe is a mapping"),
-    (["train", "grpo", "--config", "typo.yaml"], 2, "unknown recipe key(s): stepz"),
+    (["train", "grpo", "--config", "typo.yaml"], 2, "stepz: unknown key; did you mean steps?"),
+    (
+        ["train", "grpo", "--config", "recipe.yaml", "generation.temprature=0.5"],
+        2,
+        "generation.temprature: unknown key; did you mean temperature?",
+    ),
+    (
+        ["train", "grpo", "--config", "recipe.yaml", "steps=two"],
+        2,
+        "steps: Input should be a valid",
+    ),
+    (
+        ["train", "grpo", "--config", "recipe.yaml", "loss_type=gspo"],
+        2,
+        "loss_type: 'gspo' is not one of grpo, bnpo, dr_grpo, dapo; did you mean grpo?",
+    ),
     (["train", "grpo", "--config", "recipe.yaml", "lr"], 2, "expected key=value"),
     (["train", "grpo", "--config", "recipe.yaml", "lr=[1"], 2, "override 'lr=[1'"),
     (["train", "grpo", "--config", "recipe.yaml", "steps.x=1"], 2, "steps is 3, not a mapping"),
@@ -149,7 +164,7 @@ def workspace(tmp_path, monkeypatch):
     (tmp_path / "nonnum.json").write_text(json.dumps({"gpt-4o": ["a", 1]}))
     (tmp_path / "negative.json").write_text(json.dumps({"gpt-4o": [-1, 2]}))
     (tmp_path / "typo.yaml").write_text("model: tiny:janus\nstepz: 3\n")
-    (tmp_path / "recipe.yaml").write_text("steps: 3\n")
+    (tmp_path / "recipe.yaml").write_text("model: m\noutput_dir: o\nsteps: 3\n")
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("IBENCH_DEBUG", raising=False)
     return tmp_path

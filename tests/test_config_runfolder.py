@@ -4,6 +4,7 @@ options of `ibench eval` and `ibench score`."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -135,3 +136,31 @@ def test_one_results_schema_reads_every_shape():
     assert RunResults.from_dict(legacy_pair) == RunResults(pairwise=[p])
     with pytest.raises(ValueError, match=r"results\[0\]\.scorer"):
         RunResults.from_dict({"results": [{"benchmark": "mmie"}]})
+
+
+def test_train_config_from_yaml_is_what_the_cli_builds(tmp_path):
+    """The Python API and ``ibench train grpo --config`` make the same TrainConfig, and the
+    generation keys, the numbers and the enumerated choices are checked when it is made."""
+    from interleave_bench.cli.train import _train_config
+    from interleave_bench.config import ConfigError
+    from interleave_bench.train.config import TrainConfig
+
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("model: m\noutput_dir: o\nsteps: 3\ngeneration:\n  temperature: 0.7\n")
+    over = ["generation.max_new_tokens=9", "loss_type=dapo"]
+    cfg = TrainConfig.from_yaml(recipe, over)
+    assert cfg == _train_config(recipe, over)
+    assert cfg.generation == {"temperature": 0.7, "max_new_tokens": 9} and cfg.loss_type == "dapo"
+    assert cfg.settings().max_new_tokens == 9
+    for bad, words in [
+        (
+            ["generation.temprature=1"],
+            "generation.temprature: unknown key; did you mean temperature?",
+        ),
+        (["steps=two"], "steps: Input should be a valid integer"),
+        (["loss_type=gspo"], "loss_type: 'gspo' is not one of grpo, bnpo, dr_grpo, dapo"),
+    ]:
+        with pytest.raises(ConfigError, match=re.escape(words)):
+            TrainConfig.from_yaml(recipe, bad)
+    with pytest.raises(ValueError, match="scale_rewards: 'groups' is not one of"):
+        TrainConfig("m", "o", scale_rewards="groups")  # the dataclass itself checks its choices

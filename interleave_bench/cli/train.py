@@ -23,8 +23,6 @@ def _train_config(path: Path, overrides: list[str], config_cls: Any = None) -> A
     """A recipe file plus ``key=value`` overrides (``generation.temperature=0.5``) as a
     ``config_cls`` (default ``TrainConfig``); values are read as YAML scalars, so numbers and
     booleans keep their types; a dotted key sets an entry of a mapping field."""
-    import dataclasses
-
     import yaml
 
     from ..models.loading import resolve_model_path
@@ -54,18 +52,15 @@ def _train_config(path: Path, overrides: list[str], config_cls: Any = None) -> A
             entry[rest] = parsed
         else:
             data[key] = parsed
-    fields = {f.name for f in dataclasses.fields(config_cls)}
-    unknown = sorted(set(data) - fields)
-    if unknown:
-        raise fail(
-            f"unknown recipe key(s): {', '.join(unknown)} (known: {', '.join(sorted(fields))})", 2
-        )
-    if str(data.get("model", "")).startswith("tiny:"):
-        data["model"] = str(resolve_model_path(str(data["model"])))
-    try:
-        return config_cls(**data)
-    except (TypeError, ValueError) as e:  # a missing field, a value out of range
-        raise fail(f"{path}: {e}", 2) from None
+    from ..config import ConfigError, build
+
+    try:  # the one field checker: unknown keys with a did-you-mean, typed values, choices
+        cfg = build(config_cls, data, str(path))
+    except ConfigError as e:
+        raise fail(str(e), 2) from None
+    if cfg.model.startswith("tiny:"):  # built only once the recipe is known to be right
+        cfg.model = str(resolve_model_path(cfg.model))
+    return cfg
 
 
 def recipe_path(value: str) -> Path:

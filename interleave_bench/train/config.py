@@ -3,10 +3,25 @@ checkpoints of a run."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any
+import difflib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, ClassVar, TypeVar
 
 from ..models.base import GenerationSettings
+
+C = TypeVar("C", bound="BaseTrainConfig")
+
+# the choices of TrainConfig's enumerated keys, checked when a config is made (a recipe typo such
+# as loss_type=gspo stops before a model is loaded, not at the first optimizer step)
+CHOICES: dict[str, tuple[str, ...]] = {
+    "loss_type": ("grpo", "bnpo", "dr_grpo", "dapo"),
+    "importance": ("token", "sequence"),
+    "scale_rewards": ("group", "batch", "none"),
+    "image_logprob": ("cond", "cfg"),
+    "reward_mode": ("sum_then_normalise", "normalise_then_sum"),
+    "reward_missing": ("drop", "ignore"),
+}
 
 
 @dataclass
@@ -33,6 +48,35 @@ class BaseTrainConfig:
     checkpoint_every: int = 0  # 0 = only at the end
     seed: int = 0
     device: str = "cpu"
+
+    #: mapping-valued keys whose inner keys are checked against a settings class
+    __config_keys__: ClassVar[dict[str, type]] = {}
+
+    @classmethod
+    def from_yaml(cls: type[C], path: str | Path, overrides: Any = None) -> C:
+        """A recipe file plus dotted ``overrides`` (``["generation.temperature=0.5"]`` or a
+        mapping), keys and values checked (``interleave_bench.config.ConfigError`` names the key:
+        ``generation.temprature: unknown key; did you mean temperature?``)."""
+        from ..config import from_yaml
+
+        return from_yaml(cls, Path(path), overrides)
+
+    def __post_init__(self) -> None:
+        for name, allowed in CHOICES.items():
+            value = getattr(self, name, None)
+            if value is not None and value not in allowed:
+                close = difflib.get_close_matches(str(value), allowed, n=1)
+                hint = f"; did you mean {close[0]}?" if close else ""
+                raise ValueError(f"{name}: {value!r} is not one of {', '.join(allowed)}{hint}")
+        for name, settings in self.__config_keys__.items():
+            known = [f.name for f in fields(settings) if f.name != "seed"]
+            for key in getattr(self, name) or {}:
+                if key not in known:
+                    close = difflib.get_close_matches(str(key), known, n=1)
+                    hint = (
+                        f"; did you mean {close[0]}?" if close else f"; known: {', '.join(known)}"
+                    )
+                    raise ValueError(f"{name}.{key}: unknown key{hint}")
 
 
 @dataclass
@@ -79,6 +123,8 @@ class TrainConfig(BaseTrainConfig):
             "max_images": 2,
         }
     )
+
+    __config_keys__: ClassVar[dict[str, type]] = {"generation": GenerationSettings}
 
     def settings(self) -> GenerationSettings:
         return GenerationSettings(**{**self.generation, "seed": self.seed})

@@ -25,12 +25,14 @@ from typing import Literal
 import torch
 from torch import Tensor
 
+from .config import CHOICES
+
 LossType = Literal["grpo", "bnpo", "dr_grpo", "dapo"]
 Importance = Literal["token", "sequence"]
 ScaleRewards = Literal["group", "batch", "none"]
-LOSS_TYPES: tuple[str, ...] = ("grpo", "bnpo", "dr_grpo", "dapo")
-IMPORTANCE_LEVELS: tuple[str, ...] = ("token", "sequence")
-SCALE_REWARDS: tuple[str, ...] = ("group", "batch", "none")
+LOSS_TYPES: tuple[str, ...] = CHOICES["loss_type"]
+IMPORTANCE_LEVELS: tuple[str, ...] = CHOICES["importance"]
+SCALE_REWARDS: tuple[str, ...] = CHOICES["scale_rewards"]
 #: two rewards closer than this count as equal when deciding whether a group has any spread
 SPREAD_ATOL = 1e-8
 
