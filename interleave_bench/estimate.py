@@ -89,7 +89,8 @@ def estimate_score(opts: Any) -> CostEstimate:
                 samples, preds_a, preds_b, _ = pair_inputs(opts)
                 return await scorer.ascore_pairs(samples, preds_a, preds_b)
             samples, preds, _, _ = load_inputs(opts)
-            return await scorer.ascore(samples, preds)
+            limit = getattr(opts, "limit", None)
+            return await scorer.ascore(samples[:limit], preds[:limit])
         finally:
             await scorer.aclose()
 

@@ -63,7 +63,13 @@ AllowUnofficialOpt = Annotated[
 JudgeBaseUrlOpt = Annotated[
     str | None, typer.Option("--judge-base-url", help="OpenAI-compatible endpoint.")
 ]
-JudgeModelOpt = Annotated[str | None, typer.Option("--judge-model")]
+JudgeModelOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--judge-model",
+        help="Judge model at the endpoint, e.g. gpt-4o (needed unless --judge-local).",
+    ),
+]
 JudgeKeyEnvOpt = Annotated[
     str, typer.Option("--judge-key-env", help="Environment variable holding the API key.")
 ]
@@ -138,7 +144,15 @@ JUDGE_OPTIONS: dict[str, tuple[Any, Any]] = {
         ],
         None,
     ),
-    "trust_remote_code": (Annotated[bool, typer.Option("--trust-remote-code")], False),
+    "trust_remote_code": (
+        Annotated[
+            bool,
+            typer.Option(
+                "--trust-remote-code", help="Let --judge-local run the model folder's own code."
+            ),
+        ],
+        False,
+    ),
     "concurrency": (ConcurrencyOpt, 16),
     "requests_per_minute": (RpmOpt, None),
     "tokens_per_minute": (TpmOpt, None),

@@ -30,17 +30,22 @@ def resolve_model_path(model: str) -> Path:
     p = Path(model).expanduser()
     if p.exists():
         return p
-    if "/" not in model or model.startswith((".", "/")):
-        raise ModelError(f"{model}: no such folder (and not a Hub id like org/name)")
+    if model.startswith((".", "/", "~")) or model.count("/") > 1:
+        raise ModelError(f"{model}: no such folder")
+    # a bare name (gpt2) is a Hub id too: say what was tried, not that it is no Hub id
     if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
-        raise ModelError(f"{model}: not a local folder and HF_HUB_OFFLINE is set")
+        raise ModelError(
+            f"{model}: no local folder {model} and HF_HUB_OFFLINE is set, so it cannot be "
+            "downloaded from the Hub; pass a model folder or unset HF_HUB_OFFLINE"
+        )
     from huggingface_hub import snapshot_download
 
     try:
         return Path(snapshot_download(model))
     except Exception as e:  # noqa: BLE001 - any Hub failure becomes one clear message
         raise ModelError(
-            f"{model}: cannot download from the Hub ({type(e).__name__}: {e})"
+            f"{model}: no local folder {model}, and it cannot be downloaded from the Hub "
+            f"({type(e).__name__}: {e})"
         ) from None
 
 
