@@ -196,7 +196,10 @@ def test_eval_run_is_accepted_and_appears_in_show_and_site(run, boards, tmp_path
     page = (tmp_path / "site" / "mmie.html").read_text()
     assert "Tiny Janus" in page and f'href="reports/mmie/{row["report"]}"' in page
     assert (tmp_path / "site" / "reports" / "mmie" / row["report"]).is_file()
-    assert page.count('<tr data-i="') == 23 and page.count('<svg class="chart"') == 1
+    # 20 ranked published rows; the subset run and the 2 reading notes listed apart, unranked
+    assert page.count('<tr data-i="') == 23 and page.count('<svg class="chart"') == 2
+    others = [m for m, _ in _rows(page, "main-other")]
+    assert len(_rows(page)) == 20 and len(others) == 3 and "Tiny Janus" in others
 
 
 # --------------------------------------------------------------------------- bad submissions
@@ -403,13 +406,13 @@ def test_pickle_in_archive_is_refused(run, boards, tmp_path):
 # --------------------------------------------------------------------------- the site in Chromium
 
 
-def _rows(dom: str) -> list[tuple[str, str]]:
-    """(model data-v, first score data-v) of each row of the main table, in page order."""
-    table = re.search(r'<table class="lb" id="t-main">(.*?)</table>', dom, re.S)
+def _rows(dom: str, table_id: str = "main") -> list[tuple[str, str]]:
+    """(model data-v, first score data-v) of each row of a table, in page order."""
+    table = re.search(rf'<table class="lb" id="t-{table_id}">(.*?)</table>', dom, re.S)
     assert table is not None
     return re.findall(
-        r'<tr data-i="\d+"><td class="model" data-v="([^"]*)">.*?</td>'
-        r'<td class="num" data-v="([^"]*)"',
+        r'<tr data-i="\d+"><td class="num" data-v="[^"]*">[^<]*</td>'
+        r'<td class="model" data-v="([^"]*)">.*?</td><td class="num" data-v="([^"]*)"',
         table.group(1),
         re.S,
     )
@@ -452,7 +455,7 @@ def test_site_renders_sorts_and_never_runs_injected_text(run, boards, tmp_path):
     # sorted by situational analysis, low first: EMU-2 (39.65) leads, the order is ascending
     rows = _rows(sorted_dom)
     values = [float(v) for _, v in rows]
-    assert len(rows) == 23 and values == sorted(values) and rows[0][0] == "EMU-2"
+    assert len(rows) == 20 and values == sorted(values) and rows[0][0] == "EMU-2"
     assert 'data-key="situational_analysis" data-type="num" aria-sort="ascending"' in sorted_dom
     built = [v for _, v in _rows(html)]
     assert [v for _, v in _rows(plain_dom)] == built != values  # no #sort: the built order

@@ -42,14 +42,14 @@ def show_cmd(
 ) -> None:
     """Print a leaderboard: per-category columns, intervals, the comparable flag and sources."""
     from ..leaderboard.schema import BoardError
-    from ..leaderboard.show import SortError, flat, ordered, row_status
+    from ..leaderboard.show import SortError, flat, row_status, sections
     from ..leaderboard.store import leaderboards_dir, load_board
     from .errors import fail
     from .output import err, out, print_json
 
     try:
         board = load_board(bench.partition(":")[0], leaderboards_dir(lb_dir))
-        groups = ordered(board, sort)
+        groups = sections(board, sort)
     except BoardError as e:
         raise fail(str(e), 2) from None
     except SortError as e:
@@ -57,10 +57,12 @@ def show_cmd(
     for p in board.problems:
         err.print(f"skipped: {p}", markup=False, highlight=False)
     if as_json:
-        print_json([flat(board, r) for _, rows in groups for r in rows])
+        print_json([flat(board, r, g.rank_of(r)) for g in groups for r in g.rows])
         return
-    for key, rows in groups:
-        table = Table(title=Text(f"{board.title}: {board.tables[key]}  (scale {rows[0]['scale']})"))
+    for g in groups:
+        rows = g.rows
+        table = Table(title=Text(f"{board.title}: {g.title(board)}  (scale {rows[0]['scale']})"))
+        table.add_column("#", justify="right", no_wrap=True)
         table.add_column("model", min_width=16)
         for c in board.columns:
             table.add_column(Text(c.label), justify="right", min_width=5)
@@ -75,7 +77,9 @@ def show_cmd(
         for r in rows:
             ci = (r.get("ci") or {}).get("overall")
             model = r["model"] + (f" [subset: {r['subset']}]" if r.get("subset") else "")
+            rank = g.rank_of(r)
             table.add_row(
+                Text("–" if rank is None else str(rank)),
                 Text(model),
                 *(Text(_cells(r["scores"].get(c.key))) for c in board.columns),
                 Text(_cells(r.get("overall"))),

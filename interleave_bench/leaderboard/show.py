@@ -1,11 +1,15 @@
 """Rows as ``show`` prints them: flattened for ``--json``, grouped by table, sorted by a column.
 
-Numbers sort high first with missing values last; text columns sort A to Z. Ties keep file order,
-so the output is stable across runs.
+Only rows that may stand beside the published ones are ranked: comparable, on the full
+benchmark (no subset, coverage at the board's threshold) and published or verified. Every other
+row is listed in its own section after the ranked one, so a 15-sample self-reported run can never
+sit at #1. Numbers sort high first with missing values last; text columns sort A to Z. Ties keep
+file order, so the output is stable across runs.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any
 
 from .schema import Board
@@ -43,15 +47,86 @@ def row_status(row: dict[str, Any]) -> str:
     return row["provenance"]
 
 
-def flat(board: Board, row: dict[str, Any]) -> dict[str, Any]:
-    """One row for JSON: ``model``, every score column at top level, the overall, then
-    provenance fields."""
+OTHER_TITLE = "other rows: not comparable, self-reported or partial (not ranked)"
+
+
+def unranked_reasons(board: Board, row: dict[str, Any]) -> list[str]:
+    """Why ``row`` may not be ranked beside the published rows (empty: it is ranked)."""
+    why = []
+    if not row["comparable"]:
+        why.append("not comparable")
+    if row.get("subset"):
+        why.append(f"subset {row['subset']}")
+    cov = row.get("coverage")
+    if cov is not None and float(cov) < board.min_coverage:
+        why.append(f"coverage {cov:g}% < {board.min_coverage:g}%")
+    status = row_status(row)
+    if status not in ("published", "verified"):
+        why.append(status)
+    return why
+
+
+def is_ranked(board: Board, row: dict[str, Any]) -> bool:
+    return not unranked_reasons(board, row)
+
+
+def ranks(board: Board, rows: list[dict[str, Any]]) -> dict[int, int]:
+    """``{id(row): rank}`` of the ranked rows with an overall, high first; equal overalls share
+    a rank (1, 2, 2, 4), whatever column the table is sorted by."""
+    scored = [r for r in rows if is_ranked(board, r) and r.get("overall") is not None]
+    values = sorted((float(r["overall"]) for r in scored), reverse=True)
+    return {id(r): values.index(float(r["overall"])) + 1 for r in scored}
+
+
+@dataclass
+class Section:
+    """One block of ``show`` and of a site page: a board table's ranked rows, or its others."""
+
+    table: str
+    ranked: bool
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    rank: dict[int, int] = field(default_factory=dict)
+
+    @property
+    def key(self) -> str:
+        """A stable id: the table key, ``<table>-other`` for the unranked rows."""
+        return self.table if self.ranked else f"{self.table}-other"
+
+    def title(self, board: Board) -> str:
+        name = board.tables[self.table]
+        return name if self.ranked else f"{name}: {OTHER_TITLE}"
+
+    def rank_of(self, row: dict[str, Any]) -> int | None:
+        return self.rank.get(id(row))
+
+
+def sections(board: Board, sort: str | None = None) -> list[Section]:
+    """Per board table, in the board's order: the ranked rows, then the others, each sorted by
+    ``sort``; an empty section is left out."""
+    out = []
+    for table, rows in ordered(board, sort):
+        numbers = ranks(board, rows)
+        ranked = [r for r in rows if is_ranked(board, r)]
+        others = [r for r in rows if not is_ranked(board, r)]
+        if ranked:
+            out.append(Section(table, True, ranked, numbers))
+        if others:
+            out.append(Section(table, False, others))
+    return out
+
+
+def flat(board: Board, row: dict[str, Any], rank: int | None = None) -> dict[str, Any]:
+    """One row for JSON: ``model``, every score column at top level, the overall, then its rank
+    (None: not ranked, with the reasons) and provenance fields."""
     ci = (row.get("ci") or {}).get("overall")
     out: dict[str, Any] = {"model": row["model"], "table": row["table"]}
     out.update({k: row["scores"].get(k) for k in board.column_keys})
     out.update(
         {
             "overall": row.get("overall"),
+            "rank": rank,
+            "ranked": is_ranked(board, row),
+            "not_ranked_because": unranked_reasons(board, row),
             "ci_overall": ci,
             "n": row.get("n"),
             "scale": row["scale"],

@@ -1,7 +1,8 @@
 """``ibench leaderboard build``: a static site, one page per benchmark plus an index.
 
 Each page holds one sortable table per board table (the order without JavaScript is overall, high
-first), an inline-SVG bar chart of the overall score with 95% whiskers where a row carries an
+first) whose rows are ranked (comparable, full set, published or verified), then a table of the
+other rows of that board table, unranked, under its own heading; an inline-SVG bar chart of the overall score with 95% whiskers where a row carries an
 interval, and links to sample reports. Every string from a board file is escaped; the CSP is the
 report's (no network, the one hashed script); a report file is copied only when it opens with the
 exact head our renderer writes, so its own CSP stops any script added after it.
@@ -21,7 +22,7 @@ from ..report.assets import content_security_policy
 from ..report.html import esc
 from ..report.svg import bar_chart, fmt_num
 from .schema import Board, safe_url
-from .show import ordered, row_status
+from .show import OTHER_TITLE, Section, is_ranked, row_status, sections
 from .site_assets import CSS, JS
 from .store import board_names, load_board, submissions_dir
 
@@ -116,8 +117,9 @@ def _status_td(row: dict[str, Any]) -> str:
     return f'<td data-v="{esc(status)}" title="{esc(title)}" class="{cls}">{esc(status)}</td>'
 
 
-def _table(board: Board, key: str, rows: list[dict[str, Any]], reports: dict[int, str]) -> str:
-    head = [_th("model", "Model", "text")]
+def _table(board: Board, sec: Section, reports: dict[int, str]) -> str:
+    rows = sec.rows
+    head = [_th("rank", "#", "num"), _th("model", "Model", "text")]
     head += [_th(c.key, c.label, "num") for c in board.columns]
     head += [
         _th("overall", board.overall_label, "num"),
@@ -137,7 +139,7 @@ def _table(board: Board, key: str, rows: list[dict[str, Any]], reports: dict[int
         source = esc(r["source"])
         if safe_url(r.get("source_url")):
             source = f'<a href="{esc(r["source_url"])}" rel="noopener noreferrer">{source}</a>'
-        cells = [_model_td(r, reports.get(id(r)))]
+        cells = [_num_td(sec.rank_of(r)), _model_td(r, reports.get(id(r)))]
         cells += [_num_td(r["scores"].get(c.key)) for c in board.columns]
         cells += [
             _num_td(r.get("overall")),
@@ -151,7 +153,7 @@ def _table(board: Board, key: str, rows: list[dict[str, Any]], reports: dict[int
         ]
         body.append(f'<tr data-i="{i}">{"".join(cells)}</tr>')
     return (
-        f'<table class="lb" id="t-{esc(key)}"><thead><tr>{"".join(head)}</tr></thead>'
+        f'<table class="lb" id="t-{esc(sec.key)}"><thead><tr>{"".join(head)}</tr></thead>'
         f"<tbody>{''.join(body)}</tbody></table>"
     )
 
@@ -200,16 +202,19 @@ def board_page(board: Board, root: Path, out: Path, warnings: list[str]) -> str:
         "bootstrap intervals, shown only where per-sample judgments were checked. Status of a "
         "submission: verified (a seeded-random sample re-judged with the same judge agreed) or "
         "self-reported (not audited). Coverage: percent of the samples validly judged; "
-        f"under {board.min_coverage:g}% a row is not comparable.</p></div>",
+        f"under {board.min_coverage:g}% a row is not comparable. Ranked (#): comparable rows "
+        "on the full benchmark, published or verified; every other row is listed under "
+        f"&quot;{esc(OTHER_TITLE)}&quot;.</p></div>",
     ]
-    for key, rows in ordered(board):
+    for sec in sections(board):
+        rows = sec.rows
         reports = {
             id(r): h for r in rows if (h := _copy_report(root, out, board.benchmark, r, warnings))
         }
         scale = rows[0]["scale"]
         parts.append(
-            f"<h2>{esc(board.tables[key])}</h2>{_table(board, key, rows, reports)}"
-            f"{overall_chart(rows, scale, board.overall_label)}"
+            f'<h2 id="h-{esc(sec.key)}">{esc(sec.title(board))}</h2>'
+            f"{_table(board, sec, reports)}{overall_chart(rows, scale, board.overall_label)}"
         )
     return _page(f"{board.title} leaderboard", "".join(parts))
 
@@ -217,11 +222,7 @@ def board_page(board: Board, root: Path, out: Path, warnings: list[str]) -> str:
 def index_page(boards: list[Board]) -> str:
     items = []
     for b in boards:
-        comparable = [
-            r
-            for r in b.rows
-            if r["comparable"] and r.get("overall") is not None and row_status(r) != "self-reported"
-        ]
+        comparable = [r for r in b.rows if is_ranked(b, r) and r.get("overall") is not None]
         best = max(comparable, key=lambda r: r["overall"], default=None)
         top = f"{best['model']} ({fmt_num(best['overall'], 2)})" if best else "–"
         items.append(
@@ -231,10 +232,11 @@ def index_page(boards: list[Board]) -> str:
         )
     body = (
         "<h1>interleave_bench leaderboards</h1><p>Published results with their provenance and "
-        "submissions whose per-sample judgments recompute to their claims. Best comparable leaves "
-        "out self-reported submissions.</p>"
-        "<table><tr><th>Benchmark</th><th>Rows</th><th>Comparable</th>"
-        f"<th>Best comparable</th></tr>{''.join(items)}</table>"
+        "submissions whose per-sample judgments recompute to their claims. Ranked and best: "
+        "comparable rows on the full benchmark, published or verified (self-reported, partial "
+        "and subset rows are listed on each page, unranked).</p>"
+        "<table><tr><th>Benchmark</th><th>Rows</th><th>Ranked</th>"
+        f"<th>Best ranked</th></tr>{''.join(items)}</table>"
     )
     return _page("interleave_bench leaderboards", body)
 

@@ -26,7 +26,13 @@ from ..scorers.interleaved_eval import (
     text_aspects_apply,
 )
 from ..scorers.mmie import MMIEScorer, parse_score
-from ..scorers.opening import CRITERIA, OpenINGScoreScorer, parse_criteria, summarize_criteria
+from ..scorers.opening import (
+    CRITERIA,
+    OpenINGScoreScorer,
+    aggregate_criteria,
+    parse_criteria,
+    summarize_criteria,
+)
 from ..scorers.protocol_files import MMIE_CONSTANTS, OPENING_FILES
 from ..types import Judgment, Result, Sample
 
@@ -208,15 +214,11 @@ OPENING_KEYS = {c: c.lower().replace("-", "_").replace(" ", "_") for c in CRITER
 def _opening_recompute(
     samples: Sequence[Sample], js: Sequence[Judgment], claimed: Result
 ) -> Result:
-    # opening_scores has no aggregate of its own: scoring.aggregate's fallback is what runs
-    return summarize(
+    return aggregate_criteria(
         js,
         {s.id: s.category for s in samples},
-        benchmark=samples[0].benchmark if samples else "",
-        scorer=OpenINGScoreScorer.name,
-        protocol=OpenINGScoreScorer.protocol_version,
+        benchmark=samples[0].benchmark if samples else "opening",
         judge=claimed.judge,
-        scale="0-1",
         resamples=0,
     )
 

@@ -20,7 +20,7 @@ from typing import Any
 from .. import __version__
 from ..types import ImageRef, Interleaved, Judgment, Prediction, Result, Sample
 from .assets import CSS, JS, content_security_policy
-from .run import ImageLoader, load_run, run_image_loader
+from .run import ImageLoader, load_run, readable_mode, run_image_loader
 from .svg import category_chart, fmt_num
 
 STATUSES = ("ok", "invalid", "error", "none")
@@ -150,6 +150,35 @@ def _card(
     )
 
 
+PART_KEYS = (("criteria", "Criterion"), ("aspects", "Aspect"))
+"""Per-part means a protocol's result carries (OpenING's 7 criteria, InterleavedEval's 5
+aspects), in ``metadata`` for the whole run and in each ``by_category`` entry."""
+
+
+def _parts_of(r: Result) -> tuple[str, str, dict[str, Any]] | None:
+    """(metadata key, column label, {part: mean}) of the result's per-part means, if any."""
+    for key, label in PART_KEYS:
+        parts = r.metadata.get(key)
+        if isinstance(parts, Mapping) and parts:
+            return key, label, dict(parts)
+    return None
+
+
+def _parts_table(r: Result) -> str:
+    found = _parts_of(r)
+    if found is None:
+        return ""
+    _, label, parts = found
+    rows = "".join(
+        f'<tr><td>{esc(k)}</td><td class="num">{esc(fmt_num(v))}</td></tr>'
+        for k, v in parts.items()
+    )
+    return (
+        f'<table class="parts"><tr><th>{esc(label)}</th><th>Mean ({esc(r.scale or "?")})</th>'
+        f"</tr>{rows}</table>"
+    )
+
+
 def _result_section(r: Result) -> str:
     ci = r.intervals.get("overall")
     overall = fmt_num(r.overall) + (f" [{fmt_num(ci[0])}, {fmt_num(ci[1])}]" if ci else "")
@@ -176,21 +205,30 @@ def _result_section(r: Result) -> str:
     ]
     table = "".join(f"<tr><th>{k}</th><td>{v}</td></tr>" for k, v in info)
     cats = ""
+    found = _parts_of(r)
+    part_key, part_names = (found[0], list(found[2])) if found else ("", [])
     if r.by_category:
         rows = []
         for name, e in r.by_category.items():
             e = e if isinstance(e, Mapping) else {}
             ci_c = e.get("ci")
             ci_s = f"[{fmt_num(ci_c[0])}, {fmt_num(ci_c[1])}]" if isinstance(ci_c, list) else ""
+            per = e.get(part_key) if part_key else None
+            per = per if isinstance(per, Mapping) else {}
+            extra = "".join(f'<td class="num">{esc(fmt_num(per.get(k)))}</td>' for k in part_names)
             rows.append(
                 f'<tr><td>{esc(name)}</td><td class="num">{esc(fmt_num(e.get("mean")))}</td>'
-                f'<td class="num">{esc(e.get("n", ""))}</td><td>{esc(ci_s)}</td></tr>'
+                f'<td class="num">{esc(e.get("n", ""))}</td><td>{esc(ci_s)}</td>{extra}</tr>'
             )
+        heads = "".join(f"<th>{esc(k)}</th>" for k in part_names)
         cats = (
-            "<table><tr><th>Category</th><th>Mean</th><th>n</th><th>95% CI</th></tr>"
-            f"{''.join(rows)}</table>{category_chart(r)}"
+            "<table><tr><th>Category</th><th>Mean</th><th>n</th><th>95% CI</th>"
+            f"{heads}</tr>{''.join(rows)}</table>{category_chart(r)}"
         )
-    return f'<div class="result"><h3>{esc(r.scorer)}</h3><table>{table}</table>{cats}</div>'
+    return (
+        f'<div class="result"><h3>{esc(r.scorer)}</h3><table>{table}</table>'
+        f"{_parts_table(r)}{cats}</div>"
+    )
 
 
 def _manifest(manifest: Mapping[str, Any]) -> str:
@@ -358,6 +396,7 @@ def write_report(run_dir: Path, out: Path | None = None) -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=".report-", suffix=".tmp")
     try:
+        os.fchmod(fd, readable_mode())
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(page)
         os.replace(tmp, out)

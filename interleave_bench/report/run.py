@@ -40,11 +40,20 @@ class RunData:
     data_problems: list[str] = field(default_factory=list)
 
 
+def readable_mode() -> int:
+    """The mode ``open()`` gives a new file (0666 less the umask): ``mkstemp`` makes 0600 files,
+    which would leave a report or problems file unreadable to everyone else who reads runs."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
 def write_problems(run_dir: Path, data_file: str, problems: Sequence[Problem]) -> None:
     """Record the loader's problems in the run folder (atomically: a reader never sees half)."""
     body = {"data_file": data_file, "problems": [p.to_dict() for p in problems]}
     fd, tmp = tempfile.mkstemp(dir=run_dir, prefix=".problems-", suffix=".tmp")
     try:
+        os.fchmod(fd, readable_mode())
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(json.dumps(body, ensure_ascii=False, indent=1) + "\n")
         os.replace(tmp, Path(run_dir) / PROBLEMS_FILE)

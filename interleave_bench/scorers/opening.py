@@ -9,11 +9,12 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from ..aggregate import mean, summarize
 from ..judges.engine import JudgeEngine
 from ..judges.request import JudgeRequest, Part
 from ..media import ImageError, ImageStore, to_data_url
 from ..protocols import ProtocolSpec
-from ..types import Interleaved, Judgment, Prediction, Sample
+from ..types import Interleaved, Judgment, Prediction, Result, Sample
 from .base import JudgmentMaker, PairwiseScorer, PerItemScorer, check_aligned, json_object_in
 from .protocol_files import OPENING_BASE, OPENING_FILES, PromptSet, load_opening_prompt
 
@@ -124,6 +125,52 @@ def summarize_criteria(
             "Overall": round(sum(means.values()) / len(means), 2) if means else None,
         }
     return out
+
+
+def criterion_means(judgments: Iterable[Judgment]) -> dict[str, float | None]:
+    """Each criterion's mean over the valid judgments, rounded to 2 as OpenING's summary does."""
+    valid = [j for j in judgments if j.status == "ok"]
+    out: dict[str, float | None] = {}
+    for c in CRITERIA:
+        m = mean([float(v) for j in valid if (v := j.scores.get(c)) is not None])
+        out[c] = None if m is None else round(m, 2)
+    return out
+
+
+def aggregate_criteria(
+    judgments: Sequence[Judgment],
+    categories: dict[str, str | None],
+    *,
+    benchmark: str,
+    judge: str | None,
+    comparable: bool = False,
+    resamples: int = 1000,
+    metadata: dict[str, Any] | None = None,
+) -> Result:
+    """The run's result: the overall and per-category means of the per-answer scores on the
+    protocol's 0-10 scale, plus the seven criterion means overall and per category, so a
+    reader sees which criterion moved the overall."""
+    result = summarize(
+        judgments,
+        categories,
+        benchmark=benchmark,
+        scorer=OpenINGScoreScorer.name,
+        protocol=OpenINGScoreScorer.protocol_version,
+        judge=judge,
+        scale=SCORES_SPEC.scale,
+        comparable=comparable,
+        resamples=resamples,
+        metadata={
+            "criteria": criterion_means(judgments),
+            "official_aggregate": "Overall = mean of the seven criterion means",
+            **(metadata or {}),
+        },
+    )
+    for cat, entry in result.by_category.items():
+        entry["criteria"] = criterion_means(
+            j for j in judgments if categories.get(j.sample_id) == cat
+        )
+    return result
 
 
 # ------------------------------------------------------------------------------ requests
@@ -275,6 +322,19 @@ class OpenINGScoreScorer(_OpenINGJudge, PerItemScorer):
             return self.invalid(sample.id, why or "invalid JSON", **extra, metadata=meta)
         return self.ok(
             sample.id, sum(scores.values()) / len(scores), dict(scores), **extra, metadata=meta
+        )
+
+    def aggregate(self, samples: Sequence[Sample], judgments: Sequence[Judgment]) -> Result:
+        return aggregate_criteria(
+            judgments,
+            {s.id: s.category for s in samples},
+            benchmark=samples[0].benchmark if samples else "opening",
+            judge=self.engine.model,
+            metadata={
+                "prompt_source": self.prompt.source,
+                "prompts_official": self.prompt.official,
+                "prompt_sha256": dict(self.prompt.hashes),
+            },
         )
 
     @staticmethod
