@@ -43,6 +43,87 @@ class ProtocolError(ValueError):
     """A prompt file is missing, unreadable, malformed, or not the official one."""
 
 
+@dataclass(frozen=True)
+class PinnedFile:
+    """One official prompt file: where it is published, its cache name, its pinned SHA-256."""
+
+    url: str
+    cache_name: str
+    sha256: str
+
+    @property
+    def cache_path(self) -> Path:
+        return cache_home() / "protocols" / self.cache_name
+
+
+def pinned_files(protocol: str) -> tuple[PinnedFile, ...]:
+    """The official prompt files a built-in protocol reads (none: own rubric or offline)."""
+    if protocol == "mmie":
+        return (PinnedFile(MMIE_URL, f"mmie-{MMIE_COMMIT[:7]}-prompts.py", MMIE_FILE_SHA256),)
+    kind = {"opening_scores": "detailed_score_system", "opening_pairwise": "judge_system"}.get(
+        protocol
+    )
+    if kind is None:
+        return ()
+    rel, pinned = OPENING_FILES[kind]
+    return (
+        PinnedFile(OPENING_BASE + rel, f"opening-{OPENING_COMMIT[:7]}-{Path(rel).name}", pinned),
+    )
+
+
+def is_cached(pf: PinnedFile) -> bool:
+    """True when the cache holds the file with exactly its pinned SHA-256."""
+    try:
+        return hashlib.sha256(pf.cache_path.read_bytes()).hexdigest() == pf.sha256
+    except OSError:
+        return False
+
+
+def _offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on") or bool(
+        os.environ.get("IBENCH_OFFLINE")
+    )
+
+
+def _store(pf: PinnedFile, data: bytes, source: str) -> Path:
+    """Write ``data`` into the cache if (and only if) its SHA-256 is the pinned one."""
+    got = hashlib.sha256(data).hexdigest()
+    if got != pf.sha256:
+        raise ProtocolError(
+            f"{source}: SHA-256 {got[:12]}... is not the pinned {pf.sha256[:12]}... of {pf.url}; "
+            "use the file published at that URL"
+        )
+    dest = pf.cache_path
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_name(dest.name + ".part")
+    tmp.write_bytes(data)
+    os.replace(tmp, dest)  # a reader never sees half a file
+    return dest
+
+
+def fetch_pinned(pf: PinnedFile, from_file: str | Path | None = None) -> tuple[Path, bool]:
+    """Put the official file into the cache for later offline use: from ``from_file`` or by
+    downloading the pinned URL, SHA-256 checked either way. Returns (path, already cached)."""
+    if from_file is None and is_cached(pf):
+        return pf.cache_path, True
+    if from_file is not None:
+        path = Path(from_file)
+        try:
+            data = path.read_bytes()
+        except OSError as e:
+            raise ProtocolError(f"{path}: cannot read ({e.strerror or e})") from None
+        return _store(pf, data, str(path)), False
+    fix = "download it on a machine with network and pass --from FILE"
+    if _offline():
+        raise ProtocolError(f"offline: cannot download {pf.url}; {fix}")
+    try:
+        with urllib.request.urlopen(pf.url, timeout=30) as resp:  # noqa: S310 - pinned URL
+            data = resp.read(1_000_000)
+    except OSError as e:
+        raise ProtocolError(f"cannot download {pf.url} ({e}); {fix}") from None
+    return _store(pf, data, pf.url), False
+
+
 def sha256_text(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
@@ -67,15 +148,14 @@ def _fetch(url: str, dest: Path, expected_sha256: str | None) -> bytes:
     """Download once into the cache; refuse to cache a file whose hash is not the pinned one."""
     if dest.is_file():
         return dest.read_bytes()
-    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on") or os.environ.get(
-        "IBENCH_OFFLINE"
-    ):
-        raise ProtocolError(f"offline: cannot download {url}; pass --protocol-file PATH")
+    fix = "pass --protocol-file PATH, or run `ibench protocols fetch` once with network"
+    if _offline():
+        raise ProtocolError(f"offline: cannot download {url}; {fix}")
     try:
         with urllib.request.urlopen(url, timeout=30) as resp:  # noqa: S310 - pinned https URL
             data = resp.read(1_000_000)
     except OSError as e:
-        raise ProtocolError(f"cannot download {url} ({e}); pass --protocol-file PATH") from None
+        raise ProtocolError(f"cannot download {url} ({e}); {fix}") from None
     if expected_sha256 is not None and hashlib.sha256(data).hexdigest() != expected_sha256:
         raise ProtocolError(f"{url}: downloaded file does not match the pinned SHA-256")
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -122,9 +202,7 @@ def _check(
     return PromptSet(texts, source, official=not mismatched, mismatched=mismatched, hashes=hashes)
 
 
-def _source(
-    protocol_file: str | Path | None, url: str, cached_name: str, pinned_file_sha256: str | None
-) -> tuple[str, str]:
+def _source(protocol_file: str | Path | None, pf: PinnedFile) -> tuple[str, str]:
     """(text, where it came from): the user's file, or the pinned download (cached)."""
     if protocol_file is not None:
         path = Path(protocol_file)
@@ -132,17 +210,14 @@ def _source(
             return path.read_bytes().decode("utf-8"), str(path)
         except (OSError, UnicodeDecodeError) as e:
             raise ProtocolError(f"{path}: cannot read ({e})") from None
-    dest = cache_home() / "protocols" / cached_name
-    return _fetch(url, dest, pinned_file_sha256).decode("utf-8"), url
+    return _fetch(pf.url, pf.cache_path, pf.sha256).decode("utf-8"), pf.url
 
 
 def load_mmie_prompts(
     protocol_file: str | Path | None = None, *, allow_unofficial: bool = False
 ) -> PromptSet:
     """SA/PBL/MSR system prompts from MMIE's pinned ``prompts.py`` (or a file you supply)."""
-    source_text, where = _source(
-        protocol_file, MMIE_URL, f"mmie-{MMIE_COMMIT[:7]}-prompts.py", MMIE_FILE_SHA256
-    )
+    source_text, where = _source(protocol_file, pinned_files("mmie")[0])
     texts = read_python_constants(source_text, list(MMIE_CONSTANTS), where)
     return _check(texts, MMIE_CONSTANTS, where, allow_unofficial)
 
@@ -151,10 +226,9 @@ def load_opening_prompt(
     kind: str, protocol_file: str | Path | None = None, *, allow_unofficial: bool = False
 ) -> PromptSet:
     """OpenING's ``judge_system`` (pairwise) or ``detailed_score_system`` (7 criteria) prompt."""
-    rel, pinned = OPENING_FILES[kind]
-    text, where = _source(
-        protocol_file, OPENING_BASE + rel, f"opening-{OPENING_COMMIT[:7]}-{Path(rel).name}", pinned
-    )
+    pinned = OPENING_FILES[kind][1]
+    protocol = "opening_scores" if kind == "detailed_score_system" else "opening_pairwise"
+    text, where = _source(protocol_file, pinned_files(protocol)[0])
     return _check({kind: text}, {kind: pinned}, where, allow_unofficial)
 
 
