@@ -19,6 +19,8 @@ from .eval import eval_cmd, report_cmd
 from .leaderboard import leaderboard_app
 from .models import models_app
 from .output import err, out
+from .protocols import protocols_app
+from .runs import runs_app
 from .score import aggregate_cmd, score_cmd
 from .train import train_app
 
@@ -53,6 +55,7 @@ app = typer.Typer(
     epilog=EXIT_CODES,
     no_args_is_help=True,
     add_completion=False,
+    rich_markup_mode=None,  # click's plain help: option names are never cut at 80 columns
 )
 
 
@@ -90,5 +93,7 @@ app.command("aggregate")(aggregate_cmd)
 app.command("score")(score_cmd)
 app.add_typer(data_app, name="data")
 app.add_typer(models_app, name="models")
+app.add_typer(protocols_app, name="protocols")
+app.add_typer(runs_app, name="runs")
 app.add_typer(train_app, name="train")
 app.add_typer(leaderboard_app, name="leaderboard")
