@@ -25,7 +25,16 @@ from .media import ImageStore
 from .models.base import GenerationSettings
 from .models.prompts import build_prompt, load_templates, templates_sha256
 from .runs import JsonlLog, RunFolder, dist_info, read_jsonl
-from .scoring import ScoreConfig, aggregate, build_engine, build_scorer, protocol_spec
+from .scoring import (
+    ScoreConfig,
+    aggregate,
+    build_engine,
+    build_scorer,
+    is_missing,
+    missing_judgment,
+    not_scored,
+    protocol_spec,
+)
 from .types import Judgment, Prediction, Result, RunResults, Sample
 
 
@@ -151,6 +160,19 @@ class EvalRun:
             ),
         }
 
+    def claim(self) -> None:
+        """Write the manifest: only once prompts, judges and the model are ready, so a start
+        that fails (a download, a judge, a model) leaves nothing that refuses the fixed command."""
+        RunFolder(self.cfg.out, "eval").claim(
+            self.identity(),
+            {
+                "dataset": self.data.info.to_dict(),
+                "settings": self.cfg.settings.to_dict(),
+                "templates": self.templates,
+                "world_size": self.world,
+            },
+        )
+
     def scorer_objects(self) -> list[Any]:
         scorers = []
         for name in self.cfg.scorers:
@@ -179,15 +201,7 @@ class EvalRun:
     def _run(self) -> list[Result]:
         cfg = self.cfg
         folder = RunFolder(cfg.out, "eval")
-        folder.claim(
-            self.identity(),
-            {
-                "dataset": self.data.info.to_dict(),
-                "settings": cfg.settings.to_dict(),
-                "templates": self.templates,
-                "world_size": self.world,
-            },
-        )
+        folder.check(self.identity())  # refuse another run's folder; claimed once it starts
         if self.rank == 0 and not (cfg.out / "samples.jsonl").exists():
             folder.write_jsonl("samples.jsonl", [s.to_dict() for s in self.samples])
         if self.rank == 0:  # what the loader refused or skipped: printed, and on the report
@@ -236,8 +250,11 @@ class EvalRun:
         sem = asyncio.Semaphore(256)
 
         async def judge(scorer: Any, sample: Sample, pred: Prediction) -> None:
-            async with sem:
-                js = await scorer.ascore([sample], [pred])
+            if is_missing(pred):  # a replay without this sample: no prediction, no failure
+                js = [missing_judgment(scorer, pred)]
+            else:
+                async with sem:
+                    js = await scorer.ascore([sample], [pred])
             for j in js:
                 judg_log.append(j.to_dict())
                 if self.hooks.on_judged:
@@ -255,6 +272,7 @@ class EvalRun:
             for engine in self.engines:  # fail before hours of generation, not after
                 await engine.backend.preflight()
         adapter = self._adapter() if todo else None
+        self.claim()
         loop = asyncio.get_running_loop()
         bs = max(1, self.cfg.settings.batch_size)
         pool = ThreadPoolExecutor(
@@ -356,7 +374,10 @@ class EvalRun:
         for sc in scorers:
             js = [judgments[(sc.name, s.id)] for s in self.samples if (sc.name, s.id) in judgments]
             engine = getattr(sc, "engine", None)
-            results.append(aggregate(sc, self.samples, js, engine))
+            r = aggregate(sc, self.samples, js, engine)
+            unjudged = len(self.samples) - len(js)  # cut off before a verdict was recorded
+            causes = not_scored(js) | ({"not judged": unjudged} if unjudged else {})
+            results.append(replace(r, metadata={**r.metadata, "not_scored": causes}))
         errors = sum(1 for p in preds.values() if p.error)
         folder.write_results(RunResults(results=results, generation_errors=errors))
         if self.cfg.report:

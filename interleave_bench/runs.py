@@ -229,7 +229,33 @@ def claim_folder(
     out: Path, command: str, identity: dict[str, Any], extra: dict[str, Any]
 ) -> dict[str, Any]:
     """Create or reopen ``out`` for ``command`` with this identity; refuse a mismatch."""
+    old = check_folder(out, command, identity)
+    if old is not None:
+        return old
     out.mkdir(parents=True, exist_ok=True)
+    path = out / "manifest.json"
+    digest = identity_hash(identity)
+    manifest = {
+        "command": command,
+        "identity": identity,
+        "identity_sha256": digest,
+        "interleave_bench": __version__,
+        "python": sys.version.split()[0],
+        "git": git_hash(),
+        "argv": sys.argv[1:],
+        **extra,
+    }
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(manifest, indent=2, default=str) + "\n")
+    os.replace(tmp, path)
+    return manifest
+
+
+def check_folder(out: Path, command: str, identity: dict[str, Any]) -> dict[str, Any] | None:
+    """The manifest of ``out`` if it holds this command with this identity, None if it holds no
+    run yet; a mismatch is refused. Writes nothing, so a command can check before its inputs
+    load and claim the folder only once the run really starts (a failed start leaves no
+    manifest that would refuse the corrected command)."""
     path = out / "manifest.json"
     digest = identity_hash(identity)
     if path.exists():
@@ -253,20 +279,7 @@ def claim_folder(
                 "would mix two runs. Use a new --out folder or the original settings."
             )
         return old
-    manifest = {
-        "command": command,
-        "identity": identity,
-        "identity_sha256": digest,
-        "interleave_bench": __version__,
-        "python": sys.version.split()[0],
-        "git": git_hash(),
-        "argv": sys.argv[1:],
-        **extra,
-    }
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(manifest, indent=2, default=str) + "\n")
-    os.replace(tmp, path)
-    return manifest
+    return None
 
 
 class RunFolder:
@@ -285,6 +298,10 @@ class RunFolder:
     def claim(self, identity: dict[str, Any], extra: dict[str, Any] | None = None) -> dict:
         """Create or reopen the folder for this command and identity; refuse a mismatch."""
         return claim_folder(self.out, self.command, identity, extra or {})
+
+    def check(self, identity: dict[str, Any]) -> dict[str, Any] | None:
+        """Refuse a folder holding another run, writing nothing (see ``check_folder``)."""
+        return check_folder(self.out, self.command, identity)
 
     def log(self, name: str) -> JsonlLog:
         """An append-only log ``name`` (torn last line cut off on open); close it after."""

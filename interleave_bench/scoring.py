@@ -24,7 +24,7 @@ from .judges.cache import JudgmentCache
 from .judges.client import JudgeConfig, OpenAIJudge
 from .judges.engine import JudgeEngine
 from .predictions import load_mmie_predictions, load_opening_outputs, load_prediction_records
-from .protocols import ProtocolSpec, get_protocol
+from .protocols import ProtocolSpec, get_protocol, protocol_names
 from .registry import UnknownNameError
 from .runs import RunFolder, locks_run_folder
 from .scorers.base import PairwiseScorer, Scorer, run_sync
@@ -61,6 +61,7 @@ class ScoreConfig:
     predictions_b: Path | None = None
     swap: bool = False
     clip_model: Path | None = None
+    limit: int | None = None  # score the first N samples only (a quick look before a full run)
     extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
@@ -155,6 +156,66 @@ def save_predictions(out: Path, preds: list[Prediction]) -> None:
     tmp.replace(out / "predictions.jsonl")
 
 
+NO_PREDICTION = "no prediction"
+_MISSING = ("no prediction", "no output file")  # the loaders' and replays' words for it
+
+
+def is_missing(pred: Prediction) -> bool:
+    """The predictions had no answer for this sample (not a generation that failed)."""
+    return bool(pred.error) and str(pred.error).startswith(_MISSING)
+
+
+def missing_judgment(scorer: Any, pred: Prediction) -> Judgment:
+    """The verdict on a sample the predictions do not answer: an ``error`` labelled as such."""
+    return Judgment(
+        pred.sample_id, scorer.name, scorer.protocol_version, "error", reason=NO_PREDICTION
+    )
+
+
+def not_scored(judgments: Iterable[Judgment]) -> dict[str, int]:
+    """Items without a score, by cause: what a rerun (or the user) can still finish. Invalid
+    judge replies are the protocol's result, not missing work, so they are not counted."""
+    causes: Counter[str] = Counter()
+    for j in judgments:
+        if j.status != "error":
+            continue
+        why = f"{j.reason or ''} {j.metadata.get('detail') or ''}"
+        if why.startswith(NO_PREDICTION):
+            causes["no prediction"] += 1
+        elif why.startswith("generation failed"):
+            causes["generation failed"] += 1
+        elif "past the budget" in why:
+            causes["over the --max-cost budget"] += 1
+        elif "deadline exceeded" in why:
+            causes["past the --deadline"] += 1
+        else:
+            causes["judge error"] += 1
+    return dict(sorted(causes.items()))
+
+
+def require_usable(opts: ScoreConfig, samples: list[Sample], preds: list[Prediction]) -> None:
+    """Refuse predictions that answer no sample (wrong keys, another benchmark's ids): exit 1
+    with the reason, instead of an "overall None" from nothing."""
+    if samples and any(not is_missing(p) for p in preds):
+        return
+    raise ScoreError(
+        f"{opts.predictions}: nothing usable: no prediction answers a sample of {opts.bench} "
+        f"({len(samples)} samples); check the file's sample_id values and --bench"
+    )
+
+
+def check_clip(opts: ScoreConfig) -> None:
+    """clip_score without a CLIP folder: say so before any work, naming the option."""
+    import os
+
+    from .scorers.similarity import CLIP_PATH_ENV
+
+    if getattr(opts, "clip_model", None) is None and not os.environ.get(CLIP_PATH_ENV):
+        raise ScoreError(
+            f"clip_score needs a local CLIP folder: pass --clip-model PATH (or set ${CLIP_PATH_ENV})"
+        )
+
+
 def protocol_spec(name: str) -> ProtocolSpec:
     """The registered protocol ``name``; unknown: a ``ScoreError`` with a "did you mean"."""
     try:
@@ -166,6 +227,8 @@ def protocol_spec(name: str) -> ProtocolSpec:
 def build_scorer(opts: ScoreConfig, engine: JudgeEngine | None) -> Scorer | PairwiseScorer:
     """The scorer of ``opts.protocol``, made by its registered spec's builder."""
     spec = protocol_spec(opts.protocol)
+    if spec.name == "clip_score":
+        check_clip(opts)
     scorer = spec.build(opts, engine)
     want = PairwiseScorer if spec.kind == "pairwise" else Scorer
     if not isinstance(scorer, want):
@@ -178,8 +241,25 @@ def build_scorer(opts: ScoreConfig, engine: JudgeEngine | None) -> Scorer | Pair
 def build_engine(opts: ScoreConfig, *, with_cache: bool = True) -> JudgeEngine | None:
     if not protocol_spec(opts.protocol).uses_judge:
         return None
+    if with_cache:  # a real run (an estimate sends nothing and needs no key)
+        check_judge_key(opts.judge)
     cache = JudgmentCache(opts.out / "judgments.sqlite") if with_cache else None
     return engine_for(opts.judge, cache)
+
+
+def check_judge_key(spec: JudgeSpec) -> None:
+    """The default endpoint (api.openai.com) without its API key would refuse every request:
+    say so before anything is sent, naming the variable. A ``--judge-base-url`` (or
+    ``OPENAI_BASE_URL``) server may need no key, so nothing is checked there."""
+    import os
+
+    if spec.judge_local is not None or spec.judge_base_url or os.environ.get("OPENAI_BASE_URL"):
+        return
+    if not os.environ.get(spec.judge_key_env):
+        raise ScoreError(
+            f"{spec.judge_key_env} is not set: the default judge endpoint (api.openai.com) "
+            "needs an API key; export it, or pass --judge-base-url for another server"
+        )
 
 
 def engine_for(spec: JudgeSpec, cache: JudgmentCache | None) -> JudgeEngine:
@@ -223,7 +303,7 @@ def aggregate(
         scorer=scorer.name,
         protocol=scorer.protocol_version,
         judge=None if engine is None else engine.model,
-        scale="0-1",
+        scale=get_protocol(scorer.name).scale if scorer.name in protocol_names() else "",
         comparable=False,
     )
 
@@ -263,9 +343,10 @@ def run_score(
     on_start: Callable[[int], None] | None = None,
 ) -> tuple[Result, list[Judgment], list[Problem], JudgeEngine | None]:
     folder = RunFolder(opts.out, "score")
-    claimed = folder.claim(score_identity(opts))
+    folder.check(score_identity(opts))  # refuse another run's folder; write nothing yet
     samples, preds, problems, revision = load_inputs(opts)
-    save_predictions(opts.out, preds)
+    samples, preds = samples[: opts.limit], preds[: opts.limit]
+    require_usable(opts, samples, preds)
     engine = build_engine(opts)
     scorer = build_scorer(opts, engine)
     if not isinstance(scorer, Scorer):
@@ -273,20 +354,32 @@ def run_score(
     finished = (opts.out / "results.json").is_file()
     if engine is not None and opts.judge.preflight and not finished:
         run_sync(preflight(engine))
+    # the run starts only now: a failed download, input or judge above leaves no manifest
+    claimed = folder.claim(score_identity(opts))
+    save_predictions(opts.out, preds)
     if on_start is not None:
         on_start(len(samples))
     t0 = time.time()
     emit = _Appender(folder, engine, on_progress)
     try:
         scorer.on_judgment = emit
-        judgments = scorer.score(samples, preds)
+        answered = [(s, p) for s, p in zip(samples, preds, strict=True) if not is_missing(p)]
+        missing = [missing_judgment(scorer, p) for p in preds if is_missing(p)]
+        for j in missing:
+            emit(j)
+        judgments = missing + scorer.score([a[0] for a in answered], [a[1] for a in answered])
         for j in judgments:  # scorers that return a batch at once report here
             if _judgment_key(j) not in emit.reported:
                 emit(j)
     finally:
         emit.log.close()
     result = aggregate(scorer, samples, judgments, engine)
-    meta = {**result.metadata, "problems": len(problems), "seconds": round(time.time() - t0, 3)}
+    meta = {
+        **result.metadata,
+        "problems": len(problems),
+        "seconds": round(time.time() - t0, 3),
+        "not_scored": not_scored(judgments),
+    }
     if engine is not None:
         meta["judge_stats"] = engine.stats.to_dict()
     result = replace(result, metadata=meta)
@@ -314,6 +407,7 @@ def score_identity(opts: ScoreConfig) -> dict[str, Any]:
         "protocol_file": None if opts.protocol_file is None else str(opts.protocol_file),
         "allow_unofficial": opts.allow_unofficial,
         **opts.judge.identity(),
+        **({} if opts.limit is None else {"limit": opts.limit}),
     }
 
 
@@ -378,14 +472,20 @@ def run_pairwise(
     if protocol_spec(opts.protocol).kind != "pairwise":
         raise ScoreError(f"{opts.protocol} is not a pairwise protocol")
     folder = RunFolder(opts.out, "score")
-    claimed = folder.claim(score_identity(opts))
+    folder.check(score_identity(opts))
     samples, preds_a, preds_b, (problems, problems_b, revision, models) = pair_inputs(opts)
+    if not samples:
+        raise ScoreError(
+            f"{opts.predictions} and {opts.predictions_b}: nothing usable: no sample of "
+            f"{opts.bench} is answered by both; check their sample_id values and --bench"
+        )
     pairs = list(zip(samples, preds_a, preds_b, strict=True))
     engine = build_engine(opts)
     scorer = build_scorer(opts, engine)
     assert isinstance(scorer, PairwiseScorer) and engine is not None
     if opts.judge.preflight and not (opts.out / "results.json").is_file():
         run_sync(preflight(engine))
+    claimed = folder.claim(score_identity(opts))
     if on_start is not None:
         on_start(len(pairs) * (2 if opts.swap else 1))
     emit = _Appender(folder, engine, on_progress)
@@ -424,6 +524,7 @@ def run_pairwise(
             "judge_stats": engine.stats.to_dict(),
             "pairs": len(pairs),
             "problems": len(problems) + len(problems_b),
+            "not_scored": not_scored(judgments),
         },
     )
     folder.write_results(RunResults(pairwise=[result]))

@@ -148,6 +148,25 @@ CASES = [
     (["leaderboard", "submit", "missing", "--bench", "mmie"], 1, "missing"),
     (["leaderboard", "submit", "folder", "--bench", "mmie", "--audit", "-1"], 2, bad("--audit")),
     (["leaderboard", "build", "--out", "afile"], 1, "afile"),
+    # issue 16 item 2: ordinary mistakes, one line naming the fix
+    (["eval", "--bench", "mmi", "--out", "run"], 2, "did you mean 'mmie'"),
+    (
+        ["score", "--bench", "mmie_sample", "--predictions", "afile", "--protocol", "structure"],
+        2,
+        "unknown benchmark 'mmie_sample'",
+    ),  # fmt: skip
+    (
+        ["train", "grpo", "--config", "tiny_janus_grpo", "generation.temprature=0.5"],
+        2,
+        "generation.temprature: unknown key; did you mean temperature?",
+    ),  # fmt: skip
+    (["train", "grpo", "--config", "tiny_janus_grpo", "steps=two"], 2, "steps:"),
+    (
+        ["train", "grpo", "--config", "tiny_janus_grpo", "loss_type=gspo"],
+        2,
+        "loss_type: 'gspo' is not one of",
+    ),  # fmt: skip
+    (["train", "warmup", "--config", "tiny_janus_warmup", "steps=two"], 2, "steps:"),
     # the command line itself
     (["scroe"], 2, "scroe"),
     (["data", "inspect"], 2, "Missing argument 'bench'"),
@@ -200,7 +219,8 @@ def test_help_documents_the_exit_codes():
     result = CliRunner().invoke(app, ["--help"], catch_exceptions=False)
     text = flat(result.stdout)
     assert result.exit_code == 0
-    assert "Exit codes: 0 success; 1 bad data" in text and "2 usage" in text
+    assert "Exit codes: 0 success" in text and "1 bad data" in text and "2 usage" in text
+    assert "3 incomplete" in text
     assert "IBENCH_DEBUG=1" in text and "--debug" in text
 
 
@@ -284,3 +304,65 @@ def test_debug_shows_the_traceback(how):
     )
     assert r.returncode == 1
     assert "Traceback" in r.stderr and "RuntimeError" in r.stderr and "state went" in r.stderr
+
+
+# --------------------------------------------------------------------- issue 16 item 2
+
+
+def closed_url() -> str:
+    """An endpoint on 127.0.0.1 where nothing listens (no network, as far as a client sees)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    return f"http://127.0.0.1:{port}"
+
+
+def one_error_line(stderr: str) -> str:
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert "Traceback" not in stderr and HINT not in stderr, stderr
+    assert len(lines) == 1 and lines[0].startswith("error:"), stderr
+    return lines[0]
+
+
+def test_data_download_without_network_is_one_line(workspace):
+    env = {"HF_ENDPOINT": closed_url(), "HF_HUB_OFFLINE": "0", "HF_HUB_DOWNLOAD_TIMEOUT": "5"}
+    r = ibench("data", "download", "mmie", "--to", "dl", env=env, cwd=workspace)
+    assert r.returncode == 1, r.stderr
+    line = one_error_line(r.stderr)
+    assert "cannot reach" in line and "check the network" in line, line
+
+
+def test_score_without_a_reachable_judge_is_one_line(workspace):
+    from interleave_bench.benchmarks import load_benchmark
+
+    rows = [
+        {"sample_id": s.id, "model": "m", "output": [{"type": "text", "text": "hi"}]}
+        for s in load_benchmark("mmie:sample", None, download=False)
+    ]
+    (workspace / "p.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (workspace / "prompts.py").write_text(
+        'SA_SYSTEM_PROMPT = "S"\nPBL_SYSTEM_PROMPT = "P"\nMSR_PROMPT = "M"\n'
+    )
+    args = ["score", "--bench", "mmie:sample", "--predictions", "p.jsonl", "--protocol", "mmie"]
+    args += ["--protocol-file", "prompts.py", "--allow-unofficial", "--judge-model", "m"]
+    args += ["--judge-base-url", closed_url() + "/v1", "--max-retries", "0", "--out", "o"]
+    r = ibench(*args, env={"OPENAI_API_KEY": "sk-test"}, cwd=workspace)
+    assert r.returncode == 1, r.stderr
+    one_error_line(r.stderr)
+    assert not (workspace / "o" / "manifest.json").exists()  # nothing refuses the fixed command
+    clip = ["score", "--bench", "mmie:sample", "--predictions", "p.jsonl"]
+    result = CliRunner().invoke(app, [*clip, "--protocol", "clip_score", "--out", "c"])
+    assert result.exit_code == 1, result.output
+    assert "--clip-model" in one_error_line(result.stderr)
+
+
+def test_device_cuda_on_a_torch_without_cuda_is_a_usage_error(workspace):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("CUDA is available here")
+    result = CliRunner().invoke(app, [*EVAL, "--device", "cuda"], catch_exceptions=False)
+    assert result.exit_code == 2, result.output
+    assert "--device cpu" in one_error_line(result.stderr)

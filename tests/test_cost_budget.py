@@ -111,7 +111,7 @@ def test_eval_takes_the_budget_too(tiny_janus, tmp_path, monkeypatch):
             "--out", str(tmp_path / "run"), "--no-report",
         ]  # fmt: skip
         code, _ = cli_json(*args, "--max-cost", "0")
-        assert code == 0 and len(server.requests) == 1  # the preflight probe only
+        assert code == 3 and len(server.requests) == 1  # the preflight probe only; incomplete
         lines = (tmp_path / "run" / "judgments.jsonl").read_text().splitlines()
         mmie = [j for j in map(json.loads, lines) if j["scorer"] == "mmie"]
         assert len(mmie) == 2 and all(j["status"] == "error" for j in mmie)

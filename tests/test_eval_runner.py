@@ -276,7 +276,8 @@ def test_failed_generation_is_recorded_and_the_run_goes_on(tiny_janus, tmp_path,
         str(out),
         *FAST,
     )
-    assert code == 0 and report["generation_errors"] == 1
+    assert code == 3 and report["generation_errors"] == 1  # incomplete: a rerun retries it
+    assert report["complete"] is False and report["not_scored"] == {"generation failed": 1}
     preds = predictions(out)
     errors = [p for p in preds.values() if p["error"]]
     assert len(errors) == 1 and "out of memory" in errors[0]["error"]

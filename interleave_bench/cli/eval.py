@@ -12,9 +12,16 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from ..config import JudgeSpec, PipelineSpec
 from ..registry import models as _families
-from .errors import fail
-from .options import AllowUnofficialOpt, DataOpt, JsonOpt, ProtocolFileOpt, judge_options, number
-from .output import err, out, print_json, print_result
+from .errors import fail, finish_run, not_scored_total
+from .options import (
+    AllowUnofficialOpt,
+    DataOpt,
+    JsonOpt,
+    ProtocolFileOpt,
+    judge_options,
+    number,
+)
+from .output import err, judge_line, out, print_json, print_result
 from .registry_options import bench_help, check_protocol, live_option, protocol_help
 
 # --------------------------------------------------------------------------- eval
@@ -35,6 +42,18 @@ def _check_model_type(model_type: str | None) -> None:
     known = models.names()
     if model_type is not None and model_type.lower() not in (*known, *UNSUPPORTED):
         raise fail(f"--model-type: {UnknownNameError('model family', model_type, known)}", 2)
+
+
+def _check_cuda(device: str) -> None:
+    """``--device cuda`` where torch has no CUDA: a usage error naming the fix, before a model
+    loads (torch's own error is an AssertionError deep in the load)."""
+    if not device.startswith("cuda"):
+        return
+    import torch
+
+    if not torch.cuda.is_available():
+        why = "this torch build has no CUDA" if torch.version.cuda is None else "no GPU is visible"
+        raise fail(f"--device {device}: {why}; pass --device cpu (or auto)", 2)
 
 
 def _check_templates(path: Path | None) -> None:
@@ -73,7 +92,10 @@ def eval_cmd(
         ),
     ] = None,
     data: DataOpt = None,
-    limit: Annotated[int | None, typer.Option("--limit", min=1)] = None,
+    limit: Annotated[
+        int | None,
+        typer.Option("--limit", min=1, help="Run only the first N samples of each benchmark."),
+    ] = None,
     scorers: Annotated[
         str,
         live_option("--scorers", help_of=protocol_help("offline", lead="Comma list of: ")),
@@ -135,8 +157,13 @@ def eval_cmd(
     as_json: JsonOpt = False,
     judge: JudgeSpec | None = None,
 ) -> None:
-    """Generate interleaved answers with a model, score them, and write a report (resumable)."""
+    """Generate interleaved answers with a model, score them, and write a report (resumable).
+    Several benchmarks (--bench mmie:sample,isg:sample) run one after another, one run folder
+    each: <out>/<bench> with --out, else the default folder of each."""
     judge = judge or JudgeSpec()
+    benches = [b.strip() for b in bench.split(",") if b.strip()]
+    if len(benches) > 1:
+        return _eval_each(dict(locals()), benches)
     from ..benchmarks import DataError
     from ..judges.client import JudgeUnavailable
     from ..models.base import GenerationSettings, ModelError
@@ -160,6 +187,7 @@ def eval_cmd(
         names.append(protocol)
     if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", device):
         raise fail(f"--device {device!r}: expected auto, cpu, cuda or cuda:N", 2)
+    _check_cuda(device)
     if dtype is not None and dtype.removeprefix("torch.") not in _DTYPES:
         raise fail(f"--dtype {dtype!r}: expected one of {', '.join(_DTYPES)}", 2)
     _check_model_type(model_type)
@@ -201,6 +229,7 @@ def eval_cmd(
         allow_unofficial=allow_unofficial,
     )
     counts = {"invalid": 0, "error": 0, "gen_errors": 0}
+    engines: dict[int, object] = {}  # the judges that answered, for the summary at the end
     with Progress(
         TextColumn("{task.fields[label]}"),
         BarColumn(),
@@ -227,6 +256,8 @@ def eval_cmd(
             bar.update(gen, advance=1, description=f"errors {counts['gen_errors']}")
 
         def on_judged(j, engine) -> None:
+            if engine is not None:
+                engines[id(engine)] = engine
             if j.status != "ok":
                 counts[j.status] += 1
             s = engine.stats if engine is not None else None
@@ -256,22 +287,40 @@ def eval_cmd(
             TimeoutError,
         ) as e:
             raise fail(str(e)) from None
+    causes, _ = not_scored_total(results)
     if as_json:
         print_json(
             {
                 "out": str(out_dir),
                 "results": [r.to_dict() for r in results],
                 "generation_errors": counts["gen_errors"],
+                "complete": not causes,
+                "not_scored": causes,
             }
         )
-        return
+        return finish_run(results)
     for r in results:
         print_result(r)
+    if engines:
+        stats = [e.stats.to_dict() for e in engines.values()]  # type: ignore[attr-defined]
+        err.print(judge_line({k: sum(s[k] for s in stats) for k in stats[0]}), markup=False)
     report_path = out_dir / "report.html"
     out.print(
         f"run folder: {out_dir}" + (f"   report: {report_path}" if report_path.exists() else ""),
         markup=False,
     )
+    finish_run(results)  # exit 3 with a one-line banner when items were not scored
+
+
+def _eval_each(args: dict, benches: list[str]) -> None:
+    """Run ``eval`` once per benchmark of a comma list; ``--out`` becomes their parent folder."""
+    judge, parent = args.pop("judge"), args.pop("out_dir")
+    args = {k: v for k, v in args.items() if k not in ("bench", "benches")}
+    for b in benches:
+        out_dir = None if parent is None else parent / b.replace(":", "_")
+        if not args["as_json"]:
+            out.print(f"== {b}", markup=False)
+        eval_cmd(**args, bench=b, out_dir=out_dir, **judge.model_dump())
 
 
 def report_cmd(

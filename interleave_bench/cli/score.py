@@ -11,9 +11,15 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from ..config import JudgeSpec
-from .errors import fail
-from .options import AllowUnofficialOpt, DataOpt, JsonOpt, ProtocolFileOpt, judge_options
-from .output import err, out, print_json, print_result
+from .errors import fail, finish_run, not_scored_total
+from .options import (
+    AllowUnofficialOpt,
+    DataOpt,
+    JsonOpt,
+    ProtocolFileOpt,
+    judge_options,
+)
+from .output import err, judge_line, out, print_json, print_result
 from .registry_options import bench_help, check_protocol, live_option, protocol_help
 
 # --------------------------------------------------------------------------- aggregate
@@ -108,6 +114,10 @@ def score_cmd(
     protocol_file: ProtocolFileOpt = None,
     allow_unofficial: AllowUnofficialOpt = False,
     data: DataOpt = None,
+    limit: Annotated[
+        int | None,
+        typer.Option("--limit", min=1, help="Score only the first N samples (a quick look)."),
+    ] = None,
     clip_model: Annotated[
         Path | None,
         typer.Option("--clip-model", exists=True, help="CLIP folder for clip_score."),
@@ -159,6 +169,7 @@ def score_cmd(
         clip_model=clip_model,
         predictions_b=predictions_b,
         swap=swap,
+        limit=limit,
     )
     if estimate:
         return _print_estimate(opts, as_json)
@@ -197,20 +208,26 @@ def score_cmd(
     for p in problems[:20]:
         err.print(f"problem: {p}", markup=False, highlight=False)
     if pairwise:
-        return _print_arena(arena.to_dict(), bench, protocol, str(out_dir), as_json)
+        _print_arena(arena.to_dict(), bench, protocol, str(out_dir), as_json)
+        return finish_run([arena])
+    causes, _ = not_scored_total([result])
     if as_json:
-        print_json({**result.to_dict(), "out": str(out_dir)})
-        return
-    print_result(result)
-    if engine is not None:
-        err.print(f"judge: {engine.stats.to_dict()}", markup=False)
-    out.print(f"written to {out_dir}", markup=False)
+        print_json(
+            {**result.to_dict(), "out": str(out_dir), "complete": not causes, "not_scored": causes}
+        )
+    else:
+        print_result(result)
+        if engine is not None:
+            err.print(judge_line(engine.stats.to_dict()), markup=False)
+        out.print(f"written to {out_dir}", markup=False)
+    finish_run([result])  # exit 3 with a one-line banner when items were not scored
 
 
 def _print_arena(pairwise: dict, bench: str, protocol: str, out_dir: str, as_json: bool) -> None:
     """A pairwise protocol's result: win rates by model, then counts."""
     if as_json:
-        print_json({**pairwise, "out": out_dir})
+        causes = pairwise.get("metadata", {}).get("not_scored") or {}
+        print_json({**pairwise, "out": out_dir, "complete": not causes, "not_scored": causes})
         return
     table = Table(title=f"{bench} / {protocol}  (judge: {pairwise['judge']})")
     table.add_column("model")
