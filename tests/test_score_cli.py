@@ -209,7 +209,8 @@ def test_offline_structure_protocol_on_predictions_jsonl(tmp_path):
     assert result["metadata"]["problems"] == 1
 
 
-def test_bad_options_are_clear(tmp_path):
+def test_bad_options_are_clear(tmp_path, monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")  # past the missing-key check to the prompts
     preds, prompts = mmie_predictions(tmp_path)
     r = run_cli(
         "score",
