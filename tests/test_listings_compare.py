@@ -87,6 +87,16 @@ def test_eval_runs_several_benchmarks_one_folder_each(tmp_path, tiny_text):
         assert results.results[0].benchmark == name.split("_")[0]
 
 
+def test_eval_of_several_benchmarks_runs_them_all_and_exits_with_the_worst(tmp_path, tiny_text):
+    r = run_cli(
+        "eval", "--model", str(tiny_text), "--bench", "nosuchbench:sample,isg:sample",
+        "--limit", "1", "--max-new-tokens", "4", "--out", str(tmp_path / "multi"),
+    )  # fmt: skip
+    assert r.exit_code == 2, r.output  # the unknown benchmark's usage error
+    results = RunFolder(tmp_path / "multi" / "isg_sample", "eval").read_results()
+    assert results.results[0].counts["total"] == 1  # the next benchmark still ran
+
+
 def test_score_limit_scores_the_first_n(tmp_path, tiny_text):
     run = tmp_path / "run"
     r = run_cli(

@@ -12,7 +12,14 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from ..config import JudgeSpec, PipelineSpec
 from ..registry import models as _families
-from .errors import fail, finish_run, not_scored_total
+from .errors import (
+    debugging,
+    describe_error,
+    fail,
+    finish_run,
+    not_scored_total,
+    print_error,
+)
 from .options import (
     AllowUnofficialOpt,
     DataOpt,
@@ -316,11 +323,23 @@ def _eval_each(args: dict, benches: list[str]) -> None:
     """Run ``eval`` once per benchmark of a comma list; ``--out`` becomes their parent folder."""
     judge, parent = args.pop("judge"), args.pop("out_dir")
     args = {k: v for k, v in args.items() if k not in ("bench", "benches")}
+    worst = 0  # every benchmark runs; the command exits with the worst code (3 incomplete, 1)
     for b in benches:
         out_dir = None if parent is None else parent / b.replace(":", "_")
         if not args["as_json"]:
             out.print(f"== {b}", markup=False)
-        eval_cmd(**args, bench=b, out_dir=out_dir, **judge.model_dump())
+        try:
+            eval_cmd(**args, bench=b, out_dir=out_dir, **judge.model_dump())
+        except typer.Exit as e:
+            worst = max(worst, e.exit_code)
+        except Exception as e:  # one benchmark's error, reported as the root handler would
+            if debugging():
+                raise
+            message, code, _ = describe_error(e)
+            print_error(f"{b}: {message}")
+            worst = max(worst, code)
+    if worst:
+        raise typer.Exit(worst)
 
 
 def report_cmd(
