@@ -180,3 +180,16 @@ def test_a_bare_model_name_is_not_called_not_a_hub_id(tmp_path):
     assert r.exit_code == 1
     assert "no local folder gpt2 and HF_HUB_OFFLINE is set" in r.stderr
     assert "Hub id" not in r.stderr
+
+
+def test_local_data_is_data_everywhere_and_path_still_works(tmp_path):
+    """`--data` names the local copy in every command; `--path`, the old name in `data inspect`
+    and `data validate`, stays an alias."""
+    from interleave_bench.benchmarks.base import MINISET_DIR
+
+    for command in ("inspect", "validate"):
+        for flag in ("--data", "--path"):
+            code, data = cli_json("data", command, "isg", flag, str(MINISET_DIR / "isg"))
+            assert code == 0 and data["total"] > 0, (command, flag, data)
+    for command in ("score", "eval"):
+        assert "--data" in run_cli(command, "--help").output

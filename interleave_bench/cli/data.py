@@ -125,7 +125,8 @@ def _report(data, as_json: bool, title: str) -> None:
 def data_inspect(
     bench: BenchArg,
     path: Annotated[
-        Path | None, typer.Option("--path", exists=True, help="Local copy of the benchmark.")
+        Path | None,
+        typer.Option("--data", "--path", exists=True, help="Local copy of the benchmark."),
     ] = None,
     limit: Annotated[
         int | None, typer.Option("--limit", min=1, help="Read at most N samples.")
@@ -148,7 +149,7 @@ def data_inspect(
 def data_validate(
     bench: BenchArg,
     path: Annotated[
-        Path | None, typer.Option("--path", exists=True, help="Local copy to validate.")
+        Path | None, typer.Option("--data", "--path", exists=True, help="Local copy to validate.")
     ] = None,
     strict: Annotated[bool, typer.Option("--strict", help="Missing image files fail too.")] = False,
     as_json: JsonOpt = False,
