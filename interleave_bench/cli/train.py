@@ -89,6 +89,28 @@ OverridesArg = Annotated[
     list[str] | None, typer.Argument(help="key=value overrides (a.b=v sets a mapping entry).")
 ]
 ResumeOpt = Annotated[bool, typer.Option("--resume", help="Continue from the latest checkpoint.")]
+OverwriteOpt = Annotated[
+    bool,
+    typer.Option(
+        "--overwrite",
+        help="Clear a non-empty output_dir holding an earlier run first (refused otherwise).",
+    ),
+]
+
+
+def _run(fn: Any, cfg: Any, resume: bool, overwrite: bool, as_json: bool) -> Any:
+    """Run a trainer; an output folder that is not free, a missing tracker package or a damaged
+    log is a one-line error (exit 2 for the folder: a choice of options; 1 otherwise)."""
+    from ..runs import RunFolderError
+    from ..train.output_dir import OutputDirError
+    from ..train.trackers import TrackerError
+
+    try:
+        return fn(cfg, resume=resume, overwrite=overwrite, console=None if as_json else err)
+    except OutputDirError as e:
+        raise fail(str(e), 2) from None
+    except (TrackerError, RunFolderError) as e:
+        raise fail(str(e), 1) from None
 
 
 @train_app.command("grpo")
@@ -103,13 +125,14 @@ def train_grpo(
     ],
     overrides: OverridesArg = None,
     resume: ResumeOpt = False,
+    overwrite: OverwriteOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
     """GRPO on a tiny or real unified model with the evaluation's scorers as rewards."""
     from ..train.trainer import train
 
     cfg = _train_config(config, overrides or [])
-    result = train(cfg, resume=resume, console=None if as_json else err)
+    result = _run(train, cfg, resume, overwrite, as_json)
     if int(os.environ.get("RANK", "0")) != 0:  # under torchrun / accelerate: process 0 reports
         return
     first, last = result.records[:1], result.records[-1:]
@@ -142,6 +165,7 @@ def train_warmup(
     ],
     overrides: OverridesArg = None,
     resume: ResumeOpt = False,
+    overwrite: OverwriteOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Supervised warm-up (interleaved, understanding and text-to-image answers) before GRPO."""
@@ -151,7 +175,7 @@ def train_warmup(
 
     cfg = _train_config(config, overrides or [], WarmupConfig)
     try:
-        result = warmup(cfg, resume=resume, console=None if as_json else err)
+        result = _run(warmup, cfg, resume, overwrite, as_json)
     except (WarmupDataError, ModelError) as e:
         raise fail(str(e), 2) from None
     except ValueError as e:  # a mix that does not fit the data, an unusable image

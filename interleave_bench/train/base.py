@@ -2,8 +2,9 @@
 
 It owns the config, the processes (``train.distributed``: rank, gradient averaging, DeepSpeed),
 peft (LoRA / QLoRA, ``train.peft_setup``), the optimizer or DeepSpeed engine, checkpoints with
-RNG states and resume (``train.checkpoints``), the JSONL step log (process 0 writes it) and the
-final save. A subclass builds its adapter, calls ``setup_policy`` then (after anything that must
+RNG states and resume (``train.checkpoints``), the JSONL step log (process 0 appends and flushes
+each record), the progress bar (``train.progress``), the trackers of ``report_to``
+(``train.trackers``), the output folder's guard (``train.output_dir``) and the final save. A subclass builds its adapter, calls ``setup_policy`` then (after anything that must
 see the initial weights, such as a frozen reference) ``setup_optimizer``, and implements
 ``train_step`` with ``backward`` and ``optimizer_step``.
 """
@@ -21,13 +22,16 @@ from typing import Any
 import torch
 
 from ..models.loading import load_adapter
+from ..runs import JsonlLog
 from .checkpoints import checkpoint_dir, latest_checkpoint, load_state, read_log, save_state
 from .config import BaseTrainConfig
 from .distributed import Dist
+from .output_dir import FINAL, LOG_NAME, contents, refusal
 from .peft_setup import apply_lora, quantization_kwargs, trainable_state
+from .progress import StepProgress
+from .trackers import Trackers, check_available
 
-LOG_NAME = "log.jsonl"
-FINAL = "final"
+__all__ = ["FINAL", "LOG_NAME", "TrainerBase"]
 
 
 class TrainerBase:
@@ -37,11 +41,17 @@ class TrainerBase:
 
     def __init__(self, config: BaseTrainConfig, *, console: Any = None) -> None:
         self.cfg = config
+        check_available(config.report_to)  # before a model loads
         self.dist = Dist(config.device)
         self.out = Path(config.output_dir)
+        # what the folder held before this trainer wrote anything (run() refuses it unless resumed)
+        self.preexisting = contents(self.out) if self.dist.main else []
         self.out.mkdir(parents=True, exist_ok=True)
         self.log_path = self.out / LOG_NAME
         self.console = console if self.dist.main else None
+        self._log: JsonlLog | None = None
+        self.progress: StepProgress | None = None
+        self.trackers: Trackers | None = None
         self.peft: Any = None
         self.engine: Any = None
         self.step = 0
@@ -134,6 +144,7 @@ class TrainerBase:
         return path
 
     def load_checkpoint(self, path: Path) -> None:
+        self._close_log()  # the log is cut back below
         log = self.log_path if self.dist.main else None
         if self.engine is not None:
             self.engine.load_checkpoint(str(path / "deepspeed"))
@@ -162,16 +173,31 @@ class TrainerBase:
     # ------------------------------------------------------------------ the step log
 
     def write_record(self, record: dict[str, Any]) -> None:
-        """Append the step's record to the log and print it (process 0 only)."""
+        """Append the step's record to the log (flushed: a kill loses at most this line), print
+        it, move the progress bar and send its numbers to the trackers (process 0 only)."""
         if not self.dist.main:
             return
-        with open(self.log_path, "a", encoding="utf-8") as f:
-            f.write(json.dumps(record) + "\n")
+        if self._log is None:
+            self._log = JsonlLog(self.log_path)
+        self._log.append(record)
         if self.console is not None:
             self.console.print(self.console_line(record))
+        if self.progress is not None:
+            self.progress.update(record)
+        if self.trackers is not None:
+            self.trackers.log(record)
+
+    def _close_log(self) -> None:
+        if self._log is not None:
+            self._log.close()
+            self._log = None
 
     def console_line(self, record: dict[str, Any]) -> str:
         return json.dumps(record)
+
+    def progress_metrics(self, record: dict[str, Any]) -> str:
+        """The step's key numbers on the progress bar."""
+        return ""
 
     # ------------------------------------------------------------------ the loop
 
@@ -185,25 +211,38 @@ class TrainerBase:
     def run(self, *, resume: bool = False, stop_after: int | None = None) -> tuple[Any, float]:
         """Run to ``config.steps`` (or ``stop_after`` steps from now, to simulate interruption).
 
-        Without ``resume`` (or with it and no checkpoint yet) the log starts empty; with it the
-        latest checkpoint is loaded and the run continues from there. Returns the final folder
-        (None when the run stopped early or saves none) and the seconds taken.
+        Without ``resume`` the output folder must have been empty when this trainer was made
+        (``output_dir.prepare_output_dir`` clears one on request) and the log starts empty; with
+        it the latest checkpoint is loaded and the run continues from there (no checkpoint yet:
+        from the start). Returns the final folder (None when the run stopped early or saves none)
+        and the seconds taken.
         """
         t0 = time.perf_counter()
+        if self.dist.main and not resume and self.preexisting:
+            raise refusal(self.out, self.preexisting)
         ckpt = self.latest_checkpoint() if resume else None
         if ckpt is not None:
             self.load_checkpoint(ckpt)
         elif self.dist.main:
+            self._close_log()
             self.log_path.write_text("")
         if self.dist.main:
             (self.out / self.config_name).write_text(json.dumps(asdict(self.cfg), indent=2))
+            self.trackers = Trackers(self.cfg.report_to, self.out, self.out.name, asdict(self.cfg))
+            if self.console is not None:
+                self.progress = StepProgress(
+                    self.console, self.cfg.steps, self.step, self.progress_metrics
+                )
         self.dist.barrier()
         end = self.cfg.steps if stop_after is None else min(self.cfg.steps, self.step + stop_after)
         every = self.cfg.checkpoint_every
-        while self.step < end:
-            self.train_step()
-            if every and self.step % every == 0:
-                self.save_checkpoint()
+        try:
+            while self.step < end:
+                self.train_step()
+                if every and self.step % every == 0:
+                    self.save_checkpoint()
+        finally:
+            self._end_session()
         final = None
         if self.step == self.cfg.steps:
             if not (every and self.step % every == 0):
@@ -211,6 +250,16 @@ class TrainerBase:
             if self.wants_final():
                 final = self.save_final()
         return final, time.perf_counter() - t0
+
+    def _end_session(self) -> None:
+        """Close the log, the bar and the trackers (also when a step fails)."""
+        self._close_log()
+        if self.progress is not None:
+            self.progress.stop()
+            self.progress = None
+        if self.trackers is not None:
+            self.trackers.finish()
+            self.trackers = None
 
     def records(self) -> list[dict[str, Any]]:
         return read_log(self.log_path)

@@ -3,17 +3,25 @@
 A checkpoint is one ``state.pt`` (weights, optimizer, step, RNG states, the log's byte offset and
 the config), written to a temporary name and renamed, so a kill mid-write leaves the previous
 checkpoint intact. Loading cuts the log back to the recorded offset: the records a resumed run
-writes then continue exactly where the checkpoint was taken.
+writes then continue exactly where the checkpoint was taken. A log is never lengthened (cutting a
+shorter file "back" to a larger offset used to pad it with NUL bytes), and NUL bytes or a torn last
+line left by a crash are removed with a warning instead of stopping the resume.
 """
 
 from __future__ import annotations
 
-import json
 import random
+import warnings
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from ..runs import TornRecordWarning, parse_jsonl
+
+
+class LogRepairWarning(UserWarning):
+    """The step log was damaged (NUL bytes, shorter than a checkpoint says) and was repaired."""
 
 
 def checkpoint_dir(out: Path, step: int) -> Path:
@@ -67,12 +75,61 @@ def load_state(
     torch.set_rng_state(state["torch_rng"].cpu())  # map_location moved it to the model device
     random.setstate(state["python_rng"])
     if log_path is not None:
-        with open(log_path, "a+b") as f:  # drop records written after the checkpoint
-            f.truncate(int(state["log_offset"]))
+        cut_log(log_path, int(state["log_offset"]))
     return int(state["step"])
 
 
+def cut_log(path: Path, offset: int) -> None:
+    """Drop the records written after a checkpoint (the log's first ``offset`` bytes stay), never
+    lengthening the file, then remove NUL bytes (``clean_log``)."""
+    size = path.stat().st_size if path.exists() else 0
+    if size < offset:
+        warnings.warn(
+            f"{path}: {size} bytes, shorter than the {offset} the checkpoint recorded; records "
+            "before the checkpoint are missing from this log (kept as it is)",
+            LogRepairWarning,
+            stacklevel=3,
+        )
+    else:
+        with open(path, "r+b") as f:
+            f.truncate(offset)
+    clean_log(path)
+
+
+def _without_nul(path: Path, data: bytes, action: str) -> bytes:
+    nul = data.count(b"\0")
+    if not nul:
+        return data
+    warnings.warn(
+        f"{path}: {nul} NUL bytes (left by a crash or an earlier cut of the log); {action}",
+        LogRepairWarning,
+        stacklevel=4,
+    )
+    return data.replace(b"\0", b"")
+
+
+def clean_log(path: Path) -> None:
+    """Remove NUL bytes from the log (no JSON record holds one), with a warning."""
+    if not path.exists():
+        return
+    data = path.read_bytes()
+    clean = _without_nul(path, data, "removed them")
+    if clean is not data:
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_bytes(clean)
+        tmp.replace(path)
+
+
 def read_log(path: Path) -> list[dict[str, Any]]:
+    """The log's records; NUL bytes and a torn last line are skipped with a warning."""
     if not path.exists():
         return []
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
+    data = _without_nul(path, path.read_bytes(), "skipped them")
+    records, torn = parse_jsonl(path, data)
+    if torn is not None:
+        warnings.warn(
+            f"{path}, line {torn[1]}: cut short by a process killed mid-write; ignored it",
+            TornRecordWarning,
+            stacklevel=2,
+        )
+    return records

@@ -21,6 +21,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "image_logprob": ("cond", "cfg"),
     "reward_mode": ("sum_then_normalise", "normalise_then_sum"),
     "reward_missing": ("drop", "ignore"),
+    "report_to": ("none", "tensorboard", "wandb", "mlflow"),
 }
 
 
@@ -31,7 +32,9 @@ class BaseTrainConfig:
     ``lora``: ``None`` for full fine-tuning, or ``{r, alpha, dropout, target_modules}`` (peft):
     only the adapters train, the base weights stay as loaded. ``quantization``: ``"4bit"`` /
     ``"8bit"`` loads the base model through bitsandbytes (QLoRA; CUDA only, needs ``lora``).
-    ``grad_accum``: micro-batches per optimizer update. Data parallelism and DeepSpeed come from
+    ``grad_accum``: micro-batches per optimizer update. ``report_to``: ``none``, or the
+    experiment tracker (``tensorboard``, ``wandb``, ``mlflow``) that also receives each step's
+    numbers (``train.trackers``). Data parallelism and DeepSpeed come from
     the launcher (``torchrun`` / ``accelerate launch``), not from a key (``train.distributed``).
     """
 
@@ -48,6 +51,7 @@ class BaseTrainConfig:
     checkpoint_every: int = 0  # 0 = only at the end
     seed: int = 0
     device: str = "cpu"
+    report_to: str = "none"
 
     #: mapping-valued keys whose inner keys are checked against a settings class
     __config_keys__: ClassVar[dict[str, type]] = {}

@@ -18,6 +18,12 @@ import os
 from typing import Any
 
 
+def main_process() -> bool:
+    """Whether this is process 0 of the launch (``RANK`` set by torchrun / accelerate), known
+    before any process group exists."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
 class Dist:
     """Rank, world size and the few collectives the trainer needs."""
 

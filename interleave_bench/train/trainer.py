@@ -37,10 +37,13 @@ from ..types import Sample
 from .base import LOG_NAME, TrainerBase
 from .checkpoints import read_log
 from .config import TrainConfig
+from .distributed import main_process
 from .grpo import dynamic_sampling_mask, grpo_loss, outcome_advantages, process_advantages
+from .output_dir import prepare_output_dir
 from .peft_setup import Reference
 from .policy_logprobs import batch_logprobs, batch_mask, old_logprobs
 from .process import prefix_structure_reward, segment_letter
+from .progress import grpo_metrics
 from .recipe_rewards import build_reward
 from .rollout import IMAGE_LOGPROBS, Rollout, rollout, rollout_predictions
 from .step_log import console_line, image_logprob_sums, merge_record
@@ -258,6 +261,9 @@ class GRPOTrainer(TrainerBase):
     def console_line(self, record: dict[str, Any]) -> str:
         return console_line(record)
 
+    def progress_metrics(self, record: dict[str, Any]) -> str:
+        return grpo_metrics(record)
+
     # ------------------------------------------------------------------ the loop
 
     def wants_final(self) -> bool:
@@ -270,6 +276,11 @@ class GRPOTrainer(TrainerBase):
         return TrainResult(self.records(), self.log_path, seconds)
 
 
-def train(config: TrainConfig, *, resume: bool = False, console: Any = None) -> TrainResult:
-    """Build a trainer from ``config`` and run it (``resume`` continues the latest checkpoint)."""
+def train(
+    config: TrainConfig, *, resume: bool = False, overwrite: bool = False, console: Any = None
+) -> TrainResult:
+    """Build a trainer from ``config`` and run it (``resume`` continues the latest checkpoint;
+    ``overwrite`` clears a non-empty output folder first, which is refused otherwise)."""
+    if main_process():
+        prepare_output_dir(Path(config.output_dir), resume=resume, overwrite=overwrite)
     return GRPOTrainer(config, console=console).train(resume=resume)

@@ -49,7 +49,10 @@ from ..models.prompts import build_prompt, load_templates
 from ..types import ImageRef, Interleaved, Sample
 from .base import FINAL, LOG_NAME, TrainerBase
 from .config import BaseTrainConfig
+from .distributed import main_process
+from .output_dir import prepare_output_dir
 from .policy_logprobs import prompt_embeds
+from .progress import warmup_metrics
 from .warmup_data import KINDS, Example, Forced, MixSampler, Token, counts, layout, load_sources
 
 __all__ = ["FINAL", "LOG_NAME", "WarmupConfig", "WarmupResult", "WarmupTrainer", "warmup"]
@@ -357,6 +360,9 @@ class WarmupTrainer(TrainerBase):
         self.write_record(record)
         return record
 
+    def progress_metrics(self, record: dict[str, Any]) -> str:
+        return warmup_metrics(record)
+
     def console_line(self, rec: dict[str, Any]) -> str:
         f = {k: "-" if rec[k] is None else f"{rec[k]:.4f}" for k in ("loss_text", "loss_image")}
         kinds = " ".join(f"{k}={n}" for k, n in rec["counts"].items())
@@ -376,6 +382,10 @@ class WarmupTrainer(TrainerBase):
         return WarmupResult(self.records(), self.log_path, final, seconds)
 
 
-def warmup(config: WarmupConfig, *, resume: bool = False, console: Any = None) -> WarmupResult:
-    """Build a warm-up trainer from ``config`` and run it."""
+def warmup(
+    config: WarmupConfig, *, resume: bool = False, overwrite: bool = False, console: Any = None
+) -> WarmupResult:
+    """Build a warm-up trainer from ``config`` and run it (``resume``/``overwrite``: ``train``)."""
+    if main_process():
+        prepare_output_dir(Path(config.output_dir), resume=resume, overwrite=overwrite)
     return WarmupTrainer(config, console=console).train(resume=resume)
