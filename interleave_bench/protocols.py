@@ -6,26 +6,14 @@ leaderboard intake all read the registry, so a new protocol touches one module p
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from .registry import protocols
+from .registry import protocols, resolve
 
 Kind = Literal["offline", "judge", "pairwise"]
 KINDS: tuple[str, ...] = ("offline", "judge", "pairwise")
-
-
-def resolve(target: str | Callable[..., Any]) -> Any:
-    """``"package.module:attribute"`` -> the attribute, imported now (a callable is itself)."""
-    if not isinstance(target, str):
-        return target
-    module, _, attr = target.partition(":")
-    obj: Any = importlib.import_module(module)
-    for part in attr.split("."):
-        obj = getattr(obj, part)
-    return obj
 
 
 @dataclass(frozen=True)

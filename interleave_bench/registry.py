@@ -15,6 +15,20 @@ from typing import Any, Generic, TypeVar
 T = TypeVar("T")
 
 
+def resolve(target: Any) -> Any:
+    """``"package.module:attr.attr"`` imported now; any other object is itself (a spec may hold
+    the class or function rather than its name)."""
+    if not isinstance(target, str):
+        return target
+    module, sep, attr = target.partition(":")
+    if not sep or not attr:
+        raise ValueError(f"{target!r}: expected 'package.module:attribute'")
+    obj: Any = importlib.import_module(module)
+    for part in attr.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
 class UnknownNameError(KeyError):
     def __init__(self, kind: str, name: str, known: list[str]) -> None:
         close = difflib.get_close_matches(name, known, n=1)
@@ -67,10 +81,7 @@ class Registry(Generic[T]):
         if key not in self._targets:
             raise UnknownNameError(self.kind, name, list(self._targets))
         if key not in self._loaded:
-            module, _, attr = self._targets[key].partition(":")
-            obj: Any = importlib.import_module(module)
-            for part in attr.split("."):
-                obj = getattr(obj, part)
+            obj = resolve(self._targets[key])
             self._loaded[key] = obj() if isinstance(obj, type) else obj
         return self._loaded[key]
 

@@ -34,7 +34,7 @@ class BenchmarkSpec:
     def benchmark(self) -> Any:
         """The loader object (a ``benchmarks.base.Benchmark``), made once."""
         if not self._instance:
-            from ..protocols import resolve
+            from ..registry import resolve
 
             cls = resolve(self.loader)
             self._instance.append(cls() if isinstance(cls, type) else cls)

@@ -43,14 +43,13 @@ load_kwargs=)`` on a resolved model folder; a non-folder family's (replay, pipel
 
 from __future__ import annotations
 
-import importlib
 import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..registry import UnknownNameError, models
+from ..registry import UnknownNameError, models, resolve
 from .base import UNSUPPORTED, ModelError
 
 CAPABILITIES = (
@@ -60,19 +59,6 @@ CAPABILITIES = (
     "warmup_targets",
     "structural_token_ids",
 )
-
-
-def resolve(target: Any) -> Any:
-    """``"module:attr.attr"`` imported, or the object itself."""
-    if not isinstance(target, str):
-        return target
-    module, sep, attr = target.partition(":")
-    if not sep or not attr:
-        raise ValueError(f"{target!r}: expected 'package.module:attribute'")
-    obj: Any = importlib.import_module(module)
-    for part in attr.split("."):
-        obj = getattr(obj, part)
-    return obj
 
 
 @dataclass(frozen=True)
