@@ -28,7 +28,7 @@ from .options import (
     judge_options,
     number,
 )
-from .output import err, judge_line, out, print_json, print_result
+from .output import err, judge_line, judging_status, out, print_json, print_result
 from .registry_options import bench_help, check_protocol, live_option, protocol_help
 
 # --------------------------------------------------------------------------- eval
@@ -265,13 +265,7 @@ def eval_cmd(
         def on_judged(j, engine) -> None:
             if engine is not None:
                 engines[id(engine)] = engine
-            if j.status != "ok":
-                counts[j.status] += 1
-            s = engine.stats if engine is not None else None
-            desc = (
-                f"cost ${s.cost:.4f}  cache hits {s.cache_hits}  " if s else ""
-            ) + f"invalid {counts['invalid']}  errors {counts['error']}"
-            bar.update(jud, advance=1, description=desc)
+            bar.update(jud, advance=1, description=judging_status(counts, j, engine))
 
         try:
             results = run_eval(cfg, Hooks(on_start, on_generated, on_judged))

@@ -83,3 +83,14 @@ def print_result(r: Any) -> None:
     if r.invalid_reasons:
         reasons = "; ".join(f"{k}: {v}" for k, v in r.invalid_reasons.items())
         out.print(f"not valid: {reasons}", markup=False)
+
+
+def judging_status(counts: dict[str, int], j: Any, engine: Any) -> str:
+    """Count ``j`` into ``counts`` and return the judging bar's description (cost, cache hits,
+    invalid and error judgments so far); shared by ``score`` and ``eval``."""
+    if j.status != "ok":
+        counts[j.status] += 1
+    s = engine.stats if engine is not None else None
+    return (
+        f"cost ${s.cost:.4f}  cache hits {s.cache_hits}  " if s else ""
+    ) + f"invalid {counts['invalid']}  errors {counts['error']}"

@@ -19,7 +19,7 @@ from .options import (
     ProtocolFileOpt,
     judge_options,
 )
-from .output import err, judge_line, out, print_json, print_result
+from .output import err, judge_line, judging_status, out, print_json, print_result
 from .registry_options import bench_help, check_protocol, live_option, protocol_help
 
 # --------------------------------------------------------------------------- aggregate
@@ -190,13 +190,7 @@ def score_cmd(
             bar.update(task, total=n)
 
         def on_progress(j, engine) -> None:
-            if j.status != "ok":
-                counts[j.status] += 1
-            s = engine.stats if engine is not None else None
-            desc = (
-                f"cost ${s.cost:.4f}  cache hits {s.cache_hits}  " if s else ""
-            ) + f"invalid {counts['invalid']}  errors {counts['error']}"
-            bar.update(task, advance=1, description=desc)
+            bar.update(task, advance=1, description=judging_status(counts, j, engine))
 
         try:
             if pairwise:
