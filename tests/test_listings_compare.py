@@ -193,3 +193,27 @@ def test_local_data_is_data_everywhere_and_path_still_works(tmp_path):
             assert code == 0 and data["total"] > 0, (command, flag, data)
     for command in ("score", "eval"):
         assert "--data" in run_cli(command, "--help").output
+
+
+@pytest.mark.parametrize("bench", ["mmie", "opening", "interleavedbench"])
+def test_leaderboard_show_fits_80_columns(bench):
+    """Every line within 80 columns, every model name whole, rank, overall, comparable and status
+    shown (per-category columns where they fit; --json has everything)."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "COLUMNS": "80", "HF_HUB_OFFLINE": "1"}
+    r = subprocess.run(
+        [sys.executable, "-m", "interleave_bench", "leaderboard", "show", bench],
+        env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert max(len(line) for line in lines) <= 80, r.stdout
+    code, rows = cli_json("leaderboard", "show", bench)
+    assert code == 0
+    text = " ".join(" ".join(line.split()) for line in lines)
+    for row in rows:
+        assert all(word in text for word in row["model"].split()), row["model"]
+    assert "comp." in r.stdout and "status" in r.stdout and "…" not in r.stdout

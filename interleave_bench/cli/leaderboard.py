@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich import box
 from rich.table import Table
 from rich.text import Text
 
@@ -59,41 +60,82 @@ def show_cmd(
     if as_json:
         print_json([flat(board, r, g.rank_of(r)) for g in groups for r in g.rows])
         return
+    wide = out.width >= 140  # narrower consoles get the compact table (all of it in --json)
     for g in groups:
         rows = g.rows
-        table = Table(title=Text(f"{board.title}: {g.title(board)}  (scale {rows[0]['scale']})"))
+        cis = [(r.get("ci") or {}).get("overall") for r in rows]
+        shown = {  # optional columns are left out where every row is empty
+            "ci": any(cis),
+            "n": any(r.get("n") is not None for r in rows),
+            "coverage": any(r.get("coverage") is not None for r in rows),
+        }
+        # an 80-column console holds a few score columns; more go to --json and wide consoles
+        columns = board.columns if wide or len(board.columns) <= 4 else []
+        labels = [c.label if wide else _short(c.label) for c in columns]
+        table = Table(
+            title=Text(f"{board.title}: {g.title(board)}  (scale {rows[0]['scale']})"),
+            box=box.HEAVY_HEAD if wide else box.SIMPLE_HEAD,
+        )
         table.add_column("#", justify="right", no_wrap=True)
-        table.add_column("model", min_width=16)
-        for c in board.columns:
-            table.add_column(Text(c.label), justify="right", min_width=5)
+        table.add_column("model", min_width=12, ratio=1)
+        for label in labels:
+            table.add_column(Text(label), justify="right", no_wrap=True)
         table.add_column(Text(board.overall_label), justify="right", no_wrap=True)
-        table.add_column("95% CI", no_wrap=True)
-        table.add_column("n", justify="right", no_wrap=True)
-        table.add_column("comparable", min_width=3)
+        if shown["ci"]:
+            table.add_column("95% CI", no_wrap=True)
+        if shown["n"]:
+            table.add_column("n", justify="right", no_wrap=True)
+        table.add_column("comp." if not wide else "comparable", no_wrap=True)
         table.add_column("status", no_wrap=True)
-        table.add_column("coverage", justify="right", no_wrap=True)
-        table.add_column("date", no_wrap=True)
-        table.add_column("source", max_width=40)  # wraps; no_wrap here makes rich squeeze others
-        for r in rows:
-            ci = (r.get("ci") or {}).get("overall")
+        if shown["coverage"]:
+            table.add_column("cov." if not wide else "coverage", justify="right", no_wrap=True)
+        if wide:
+            table.add_column("date", no_wrap=True)
+            table.add_column("source", max_width=40)  # wraps; no_wrap squeezes the others
+        for r, ci in zip(rows, cis, strict=True):
             model = r["model"] + (f" [subset: {r['subset']}]" if r.get("subset") else "")
             rank = g.rank_of(r)
-            table.add_row(
+            status = row_status(r)
+            cells = [
                 Text("–" if rank is None else str(rank)),
                 Text(model),
-                *(Text(_cells(r["scores"].get(c.key))) for c in board.columns),
+                *(Text(_cells(r["scores"].get(c.key))) for c in columns),
                 Text(_cells(r.get("overall"))),
-                Text(f"[{_cells(ci[0])}, {_cells(ci[1])}]" if ci else "–"),
-                Text(_cells(r.get("n"), 0)),
+            ]
+            if shown["ci"]:
+                cells.append(Text(f"[{_cells(ci[0])}, {_cells(ci[1])}]" if ci else "–"))
+            if shown["n"]:
+                cells.append(Text(_cells(r.get("n"), 0)))
+            cells += [
                 Text(
                     "yes" if r["comparable"] else "no", style="green" if r["comparable"] else "red"
                 ),
-                Text(row_status(r), style="green" if row_status(r) == "verified" else ""),
-                Text("–" if r.get("coverage") is None else f"{_cells(r['coverage'])}%"),
-                Text(r["date"]),
-                Text(r["source"]),
-            )
+                Text(status, style="green" if status == "verified" else ""),
+            ]
+            if shown["coverage"]:
+                cells.append(
+                    Text("–" if r.get("coverage") is None else f"{_cells(r['coverage'])}%")
+                )
+            if wide:
+                cells += [Text(r["date"]), Text(r["source"])]
+            table.add_row(*cells)
         out.print(table)
+        if not wide:
+            legend = "; ".join(
+                f"{short} = {c.label}"
+                for short, c in zip(labels, columns, strict=True)
+                if short != c.label
+            )
+            hidden = "per-category scores, " if len(columns) < len(board.columns) else ""
+            note = f"{hidden}dates and sources: --json, or a console of 140 columns"
+            out.print(Text(f"{legend}. {note}" if legend else note, style="dim"))
+
+
+def _short(label: str) -> str:
+    """A column label short enough for an 80-column table: initials of a long label."""
+    if len(label) <= 8:
+        return label
+    return "".join(w[0] for w in label.replace("-", " ").split() if w[0].isalnum()).upper()
 
 
 @leaderboard_app.command("submit")
