@@ -185,11 +185,15 @@ def test_a_bare_model_name_is_not_called_not_a_hub_id(tmp_path):
 def test_local_data_is_data_everywhere_and_path_still_works(tmp_path):
     """`--data` names the local copy in every command; `--path`, the old name in `data inspect`
     and `data validate`, stays an alias."""
+    import shutil
+
     from interleave_bench.benchmarks.base import MINISET_DIR
 
+    copy = tmp_path / "isg"  # validating extracts images.zip: never into the package itself
+    shutil.copytree(MINISET_DIR / "isg", copy)
     for command in ("inspect", "validate"):
         for flag in ("--data", "--path"):
-            code, data = cli_json("data", command, "isg", flag, str(MINISET_DIR / "isg"))
+            code, data = cli_json("data", command, "isg", flag, str(copy))
             assert code == 0 and data["total"] > 0, (command, flag, data)
     for command in ("score", "eval"):
         assert "--data" in run_cli(command, "--help").output
