@@ -78,7 +78,7 @@ def test_score_refuses_images_outside_the_predictions_folder(tmp_path, monkeypat
         )
         sent = [u for body in server.requests for u in image_urls(body)]
         bodies = json.dumps(server.requests)
-    assert r.exit_code == 0, r.stderr
+    assert r.exit_code == 3, r.stderr  # the refused items are counted as not scored
     assert b64(SECRET) not in bodies  # the judge never saw the outside file's bytes
     assert any(b64(LEGIT) in u for u in sent)  # a legit relative image still goes through
     stderr = one_line(r.stderr)
@@ -173,7 +173,7 @@ def test_deeply_nested_opening_output_file(tmp_path):
     write_opening_outputs(other, limit=2)
     (other / "0102010.json").write_text(DEEP)
     r = score(tmp_path, "opening:sample", other)
-    assert r.exit_code == 0 and "Traceback" not in r.stderr
+    assert r.exit_code == 3 and "Traceback" not in r.stderr  # 2 outputs: the rest not scored
     assert "problem: row '0102010.json', field <file>: JSON nested too deeply" in one_line(r.stderr)
 
 
