@@ -307,7 +307,7 @@ def test_cli_warmup_runs_a_tiny_recipe(tiny_janus, tmp_path):
         "warmup",
         "--config",
         str(recipe),
-        f"output_dir={out}",
+        f"output_dir={tmp_path / 'fresh'}",  # a used output_dir would be refused first
         f"model={tiny_janus}",
         f"data={tmp_path / 'missing.jsonl'}",
     )
@@ -318,7 +318,7 @@ def test_cli_warmup_runs_a_tiny_recipe(tiny_janus, tmp_path):
         "--config",
         str(recipe),
         "mix.video=1",
-        f"output_dir={out}",
+        f"output_dir={tmp_path / 'fresh'}",
         f"model={tiny_janus}",
     )
     assert r.exit_code == 2 and "video" in r.stderr
