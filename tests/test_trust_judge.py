@@ -2,6 +2,9 @@
 damaged judge cache stops the run with one line that says what to do, against a real server."""
 
 import json
+import os
+import subprocess
+import sys
 
 from fake_openai import FakeOpenAI, Reply, user_text
 from helpers import cli_json, run_cli
@@ -65,11 +68,15 @@ def test_corrupt_judge_cache_is_one_line_naming_the_file(tmp_path):
         for stale in out.glob("judgments.sqlite-*"):  # WAL leftovers belong to the old file
             stale.unlink()
         sent = len(server.requests)
-        result = run_cli(*args)
+        # a fresh process, as a user's rerun is (nothing of the first run's connection in it)
+        result = subprocess.run(
+            [sys.executable, "-m", "interleave_bench", *args],
+            env={**os.environ, "HF_HUB_OFFLINE": "1"}, capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
         assert len(server.requests) == sent  # nothing is asked of the judge
-    assert result.exit_code == 1
+    assert result.returncode == 1, result.stderr
     lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and "Traceback" not in result.output
+    assert len(lines) == 1 and "Traceback" not in result.stdout + result.stderr
     assert str(cache) in lines[0] and "corrupt judgment cache" in lines[0]
     assert "delete this file to re-judge" in lines[0]
     assert cache.read_bytes() == garbage  # left for the user to inspect or delete

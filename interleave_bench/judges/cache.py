@@ -71,24 +71,34 @@ class JudgmentCache:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
+        self._db: sqlite3.Connection | None = self._connect()
+        self._pending: dict[str, tuple[Any, ...]] = {}  # written at the next loop turn
+        self._flush_loop: asyncio.AbstractEventLoop | None = None
+        self._failed: JudgmentCacheError | None = None  # a flush in a loop callback failed
+        atexit.register(_flush_at_exit, weakref.ref(self))
+
+    def _connect(self) -> sqlite3.Connection:
         try:
-            self._db = sqlite3.connect(
+            db = sqlite3.connect(
                 self.path, timeout=60, isolation_level=None, check_same_thread=False
             )
         except sqlite3.Error as e:
             raise _cache_error(self.path, e) from None
         try:
-            self._db.execute("PRAGMA busy_timeout=60000")
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.execute(SCHEMA)
+            db.execute("PRAGMA busy_timeout=60000")
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+            db.execute(SCHEMA)
         except sqlite3.Error as e:
-            self._db.close()
+            db.close()
             raise _cache_error(self.path, e) from None
-        self._pending: dict[str, tuple[Any, ...]] = {}  # written at the next loop turn
-        self._flush_loop: asyncio.AbstractEventLoop | None = None
-        self._failed: JudgmentCacheError | None = None  # a flush in a loop callback failed
-        atexit.register(_flush_at_exit, weakref.ref(self))
+        return db
+
+    def _live(self) -> sqlite3.Connection:
+        """The connection, opened again if ``close`` ended it (an engine closed and reused)."""
+        if self._db is None:
+            self._db = self._connect()
+        return self._db
 
     def get(self, key: str) -> JudgeReply | None:
         if self._failed is not None:
@@ -99,9 +109,11 @@ class JudgmentCache:
                 row = row[3:6]
             else:
                 try:
-                    row = self._db.execute(
-                        "SELECT text, usage, cost FROM replies WHERE key = ?", (key,)
-                    ).fetchone()
+                    row = (
+                        self._live()
+                        .execute("SELECT text, usage, cost FROM replies WHERE key = ?", (key,))
+                        .fetchone()
+                    )
                 except sqlite3.DatabaseError as e:  # a page went bad after the file opened
                     raise _cache_error(self.path, e) from None
         if row is None:
@@ -146,17 +158,18 @@ class JudgmentCache:
                 return
             rows, self._pending = list(self._pending.values()), {}
             try:
-                self._db.execute("BEGIN IMMEDIATE")
+                db = self._live()
+                db.execute("BEGIN IMMEDIATE")
             except sqlite3.DatabaseError as e:
                 self._pending.update((r[0], r) for r in rows)
                 raise _cache_error(self.path, e) from None
             try:
-                self._db.executemany(INSERT, rows)
-                self._db.execute("COMMIT")
+                db.executemany(INSERT, rows)
+                db.execute("COMMIT")
             except BaseException as e:
-                if self._db.in_transaction:
+                if db.in_transaction:
                     with contextlib.suppress(sqlite3.Error):  # the error below says why
-                        self._db.execute("ROLLBACK")
+                        db.execute("ROLLBACK")
                 self._pending.update((r[0], r) for r in rows)
                 if isinstance(e, sqlite3.DatabaseError):
                     raise _cache_error(self.path, e) from None
@@ -166,13 +179,17 @@ class JudgmentCache:
         self.flush()
         with self._lock:
             try:
-                return int(self._db.execute("SELECT COUNT(*) FROM replies").fetchone()[0])
+                return int(self._live().execute("SELECT COUNT(*) FROM replies").fetchone()[0])
             except sqlite3.DatabaseError as e:
                 raise _cache_error(self.path, e) from None
 
     def close(self) -> None:
+        """Flush and close the connection (a later use opens it again). A run closes it when it
+        ends, so nothing of it outlives the run in a process that goes on (tests, notebooks)."""
         try:
             self.flush()
         finally:
             with self._lock:
-                self._db.close()
+                if self._db is not None:
+                    self._db.close()
+                    self._db = None

@@ -138,7 +138,7 @@ class JudgeEngine:
 
     async def aclose(self) -> None:
         if self.cache is not None:
-            self.cache.flush()
+            self.cache.close()
         close = getattr(self.backend, "aclose", None)
         if close is not None:
             await close()
