@@ -76,3 +76,37 @@ def write_opening_outputs(folder, skip: str | None = None, limit: int | None = N
             items.append({"text": item["text"], "image": name})
         row["conversations"][1]["output"] = items
         (folder / f"{row['total_uid']}.json").write_text(json.dumps(row))
+
+
+def train_one_and_two_processes(script, cfg_one: str, cfg_two: str, out_one, out_two, atol: float):
+    """Run ``script CONFIG`` as 1 process and under torchrun as 2 (CPU, gloo); check that the 2
+    ranks' saved weights are identical and equal the 1-process weights within ``atol``; return
+    the 1-process weights. Each run saves ``weights-<rank>.pt`` in its output folder."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import torch
+
+    root = Path(__file__).resolve().parent.parent
+    env = {**os.environ, "PYTHONPATH": str(root), "OMP_NUM_THREADS": "1"}
+    one = subprocess.run(
+        [sys.executable, str(script), cfg_one], env=env, capture_output=True, text=True,
+        timeout=240,
+    )  # fmt: skip
+    assert one.returncode == 0, one.stderr[-3000:]
+    two = subprocess.run(
+        [
+            sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+            str(script), cfg_two,
+        ],
+        env=env, capture_output=True, text=True, timeout=240,
+    )  # fmt: skip
+    assert two.returncode == 0, two.stderr[-3000:]
+    w1 = torch.load(Path(out_one) / "weights-0.pt")
+    r0, r1 = (torch.load(Path(out_two) / f"weights-{r}.pt") for r in (0, 1))
+    for k in w1:
+        assert torch.equal(r0[k], r1[k]), k  # the ranks never drift apart
+        assert torch.allclose(w1[k], r0[k], atol=atol), (k, float((w1[k] - r0[k]).abs().max()))
+    return w1

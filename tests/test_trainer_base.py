@@ -6,13 +6,11 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import subprocess
-import sys
 from dataclasses import asdict
 from pathlib import Path
 
 import pytest
+from helpers import train_one_and_two_processes
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
@@ -150,25 +148,9 @@ def test_warmup_on_two_processes_trains_like_one(tiny_janus, tmp_path):
             )
         )
 
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    one = subprocess.run(
-        [sys.executable, str(script), cfg("one")], env=env, capture_output=True, text=True,
-        timeout=240,
-    )  # fmt: skip
-    assert one.returncode == 0, one.stderr[-3000:]
-    two = subprocess.run(
-        [
-            sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-            str(script), cfg("two"),
-        ],
-        env=env, capture_output=True, text=True, timeout=240,
-    )  # fmt: skip
-    assert two.returncode == 0, two.stderr[-3000:]
-    w1 = torch.load(tmp_path / "one" / "weights-0.pt")
-    r0, r1 = (torch.load(tmp_path / "two" / f"weights-{r}.pt") for r in (0, 1))
-    for k in w1:
-        assert torch.equal(r0[k], r1[k]), k  # the ranks never drift apart
-        assert torch.allclose(w1[k], r0[k], atol=1e-8), (k, float((w1[k] - r0[k]).abs().max()))
+    w1 = train_one_and_two_processes(
+        script, cfg("one"), cfg("two"), tmp_path / "one", tmp_path / "two", 1e-8
+    )
     w0 = WarmupTrainer(
         WarmupConfig(model=str(tiny_janus), output_dir=str(tmp_path / "init"), dtype="float64")
     ).model.state_dict()

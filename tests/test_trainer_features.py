@@ -4,13 +4,11 @@ rewards (hybrid), no reference at beta 0, and data parallelism over two processe
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from dataclasses import asdict
 from pathlib import Path
 
 import pytest
+from helpers import train_one_and_two_processes
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
@@ -233,28 +231,9 @@ def _one_and_two_processes(tmp_path, model, atol: float = ATOL, **kw) -> tuple[l
             )
         )
 
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    one = subprocess.run(
-        [sys.executable, str(script), cfg("one")],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=240,
+    train_one_and_two_processes(
+        script, cfg("one"), cfg("two"), tmp_path / "one", tmp_path / "two", atol
     )
-    assert one.returncode == 0, one.stderr[-3000:]
-    two = subprocess.run(
-        [
-            sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-            str(script), cfg("two"),
-        ],
-        env=env, capture_output=True, text=True, timeout=240,
-    )  # fmt: skip
-    assert two.returncode == 0, two.stderr[-3000:]
-    w1 = torch.load(tmp_path / "one" / "weights-0.pt")
-    r0, r1 = (torch.load(tmp_path / "two" / f"weights-{r}.pt") for r in (0, 1))
-    for k in w1:
-        assert torch.equal(r0[k], r1[k]), k  # the ranks never drift apart
-        assert torch.allclose(w1[k], r0[k], atol=atol), (k, float((w1[k] - r0[k]).abs().max()))
     return read_log(tmp_path / "one" / "log.jsonl"), read_log(tmp_path / "two" / "log.jsonl")
 
 

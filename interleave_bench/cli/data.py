@@ -7,12 +7,11 @@ from typing import Annotated
 
 import typer
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
 from .errors import fail
 from .options import BenchArg, JsonOpt
-from .output import err, out, print_json
+from .output import err, out, print_json, progress
 
 data_app = typer.Typer(help="Benchmarks: list, inspect, download, validate.", no_args_is_help=True)
 
@@ -76,15 +75,7 @@ def _check(data, full: bool, quiet: bool) -> None:
     total = len({s.path for s in data.sites})
     if total == 0:
         return
-    with Progress(
-        TextColumn("checking images"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeRemainingColumn(),
-        console=err,
-        disable=quiet,
-        transient=True,
-    ) as bar:
+    with progress(quiet, "checking images") as bar:
         task = bar.add_task("images", total=total)
         data.problems.extend(
             check_images(

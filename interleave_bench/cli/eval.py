@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from ..config import JudgeSpec, PipelineSpec
 from ..registry import models as _families
@@ -28,7 +27,7 @@ from .options import (
     judge_options,
     number,
 )
-from .output import err, judge_line, judging_status, out, print_json, print_result
+from .output import err, judge_line, judging_status, out, print_json, print_result, progress
 from .registry_options import bench_help, check_protocol, live_option, protocol_help
 
 # --------------------------------------------------------------------------- eval
@@ -237,16 +236,7 @@ def eval_cmd(
     )
     counts = {"invalid": 0, "error": 0, "gen_errors": 0}
     engines: dict[int, object] = {}  # the judges that answered, for the summary at the end
-    with Progress(
-        TextColumn("{task.fields[label]}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeRemainingColumn(),
-        TextColumn("{task.description}"),
-        console=err,
-        disable=as_json,
-        transient=True,
-    ) as bar:
+    with progress(as_json) as bar:
         gen = bar.add_task("", total=None, label="generating")
         jud = bar.add_task("", total=None, label="judging   ")
 

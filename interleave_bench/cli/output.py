@@ -9,6 +9,7 @@ from typing import Any
 
 from rich.console import Console
 from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
 out = Console()
@@ -94,3 +95,18 @@ def judging_status(counts: dict[str, int], j: Any, engine: Any) -> str:
     return (
         f"cost ${s.cost:.4f}  cache hits {s.cache_hits}  " if s else ""
     ) + f"invalid {counts['invalid']}  errors {counts['error']}"
+
+
+def progress(as_json: bool, label: str = "{task.fields[label]}") -> Progress:
+    """The transient progress bar of long commands on stderr (count, ETA and a status text),
+    off under ``--json``; tasks carry a ``label`` field unless ``label`` is fixed text."""
+    return Progress(
+        TextColumn(label),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        TextColumn("{task.description}"),
+        console=err,
+        disable=as_json,
+        transient=True,
+    )

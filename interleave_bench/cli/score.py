@@ -7,7 +7,6 @@ from typing import Annotated
 
 import typer
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
 from ..config import JudgeSpec
@@ -19,7 +18,7 @@ from .options import (
     ProtocolFileOpt,
     judge_options,
 )
-from .output import err, judge_line, judging_status, out, print_json, print_result
+from .output import err, judge_line, judging_status, out, print_json, print_result, progress
 from .registry_options import bench_help, check_protocol, live_option, protocol_help
 
 # --------------------------------------------------------------------------- aggregate
@@ -174,16 +173,7 @@ def score_cmd(
     if estimate:
         return _print_estimate(opts, as_json)
     counts = {"invalid": 0, "error": 0}
-    with Progress(
-        TextColumn("judging"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeRemainingColumn(),
-        TextColumn("{task.description}"),
-        console=err,
-        disable=as_json,
-        transient=True,
-    ) as bar:
+    with progress(as_json, "judging") as bar:
         task = bar.add_task("", total=None)
 
         def on_start(n: int) -> None:
