@@ -347,3 +347,53 @@ def test_group_normalise_is_the_one_group_normalisation():
     assert rewards.group_normalise(values, 3) == got
     with pytest.raises(ValueError, match="groups of 4"):
         group_normalise(values, 4)
+
+
+def trl_dr_grpo(logp, old, ref, adv, mask, *, eps, beta, max_completion_length):
+    """TRL 1.16 ``GRPOTrainer._compute_loss`` for ``loss_type="dr_grpo"``, token importance,
+    one process, no gradient accumulation, restated on plain tensors: per-token clipped surrogate
+    plus beta * k3, masked sum divided by ``batch * max_completion_length``."""
+    coef_1 = torch.exp(logp - old)
+    coef_2 = torch.clamp(coef_1, 1 - eps, 1 + eps)
+    a = adv.unsqueeze(1)
+    per_token_loss = -torch.min(coef_1 * a, coef_2 * a)
+    if beta != 0.0:
+        per_token_kl = torch.exp(ref - logp) - (ref - logp) - 1
+        per_token_loss = per_token_loss + beta * per_token_kl
+    m = mask.to(per_token_loss.dtype)
+    return (per_token_loss * m).sum() / (per_token_loss.size(0) * max_completion_length)
+
+
+def test_dr_grpo_uses_a_constant_normaliser_equal_to_trl():
+    # issue 14: the normaliser was B x the padded width of the micro-batch (2x TRL's loss here)
+    gen = torch.Generator().manual_seed(3)
+    old = -torch.rand(3, 4, generator=gen, dtype=F64) - 0.5
+    logp = (old + 0.3 * torch.randn(3, 4, generator=gen, dtype=F64)).requires_grad_(True)
+    ref = old + 0.1 * torch.randn(3, 4, generator=gen, dtype=F64)
+    adv = t([1.0, -0.5, 0.25])
+    mask = torch.tensor([[1, 1, 1, 0], [1, 1, 1, 1], [1, 0, 0, 0]], dtype=torch.bool)
+    want = trl_dr_grpo(logp, old, ref, adv, mask, eps=0.2, beta=0.04, max_completion_length=8)
+    ours, _ = grpo_loss(
+        logp, old, ref, adv, mask, beta=0.04, loss_type="dr_grpo", max_completion_length=8
+    )
+    assert ours.item() == pytest.approx(want.item(), rel=1e-12, abs=0)
+    # padding the same completions wider changes nothing (it did: 4 -> 6 columns)
+    pad = torch.nn.functional.pad
+    wide, _ = grpo_loss(
+        pad(logp, (0, 2)),
+        pad(old, (0, 2)),
+        pad(ref, (0, 2)),
+        adv,
+        pad(mask, (0, 2)),
+        beta=0.04,
+        loss_type="dr_grpo",
+        max_completion_length=8,
+    )
+    assert wide.item() == pytest.approx(want.item(), rel=1e-12, abs=0)
+    (g_ours,) = torch.autograd.grad(ours, logp)
+    (g_trl,) = torch.autograd.grad(
+        trl_dr_grpo(logp, old, ref, adv, mask, eps=0.2, beta=0.04, max_completion_length=8), logp
+    )
+    assert torch.allclose(g_ours, g_trl, rtol=1e-12, atol=0)
+    with pytest.raises(ValueError, match="below the padded width"):
+        grpo_loss(logp, old, ref, adv, mask, loss_type="dr_grpo", max_completion_length=3)

@@ -57,6 +57,7 @@ def grpo_loss(
     importance: Importance = "token",
     num_items_in_batch: float | Tensor | None = None,
     num_processes: int = 1,
+    max_completion_length: int | None = None,
 ) -> tuple[Tensor, dict[str, float]]:
     """The clipped GRPO surrogate plus ``beta`` times the k3 KL to a frozen reference.
 
@@ -78,9 +79,11 @@ def grpo_loss(
             its length (the paper's 1/|y_i|); a completion without active tokens adds 0 but is
             still counted in the batch mean.
             "bnpo": ``sum(m*l) / sum(m)``, every token of this micro-batch weighs the same.
-            "dr_grpo": ``sum(m*l) / (B * T)`` with ``T = mask.shape[1]``, a constant that removes
-            the length bias (pad batches to the generation limit to make it constant across
-            steps, as Dr. GRPO intends).
+            "dr_grpo": ``sum(m*l) / (B * L)`` with ``L = max_completion_length``, a constant
+            (the recipe's generation limit, image tokens included) that removes the length bias
+            without depending on how wide this micro-batch happens to be padded (TRL's and Dr.
+            GRPO's normaliser). Without ``max_completion_length``, ``L = mask.shape[1]`` (only
+            constant when batches are padded to the limit).
             "dapo": ``sum(m*l) / (num_items_in_batch / num_processes)``; without
             ``num_items_in_batch`` it equals "bnpo". The difference shows with several processes
             or gradient-accumulation micro-batches: "bnpo" averages each micro-batch's own token
@@ -90,6 +93,8 @@ def grpo_loss(
             count as ``num_items_in_batch`` and the number of data-parallel processes whose
             gradients are averaged as ``num_processes``; then sum (do not average) the
             micro-batch losses.
+        max_completion_length: the constant ``L`` of "dr_grpo" (ignored by the others); it must
+            be at least the padded width ``T``, since no completion can be longer.
         importance: "token": ratio ``exp(logp - old_logp)`` per token. "sequence" (GSPO): one
             ratio per completion, ``exp(masked mean of logp - old_logp)``, shared by its tokens;
             clipping then keeps or drops whole completions.
@@ -114,6 +119,11 @@ def grpo_loss(
         raise ValueError("beta > 0 needs ref_logp (the frozen reference's log-probs)")
     if num_processes < 1:
         raise ValueError(f"num_processes must be >= 1, got {num_processes}")
+    if max_completion_length is not None and max_completion_length < logp.shape[1]:
+        raise ValueError(
+            f"max_completion_length {max_completion_length} is below the padded width "
+            f"{logp.shape[1]}: the limit must include every generated token (image tokens too)"
+        )
 
     active = mask.bool()
     m = active.to(logp.dtype)
@@ -147,7 +157,8 @@ def grpo_loss(
     elif loss_type == "bnpo":
         loss = per_token.sum() / m.sum().clamp(min=1.0)
     elif loss_type == "dr_grpo":
-        loss = per_token.sum() / (logp.shape[0] * logp.shape[1])
+        width = logp.shape[1] if max_completion_length is None else max_completion_length
+        loss = per_token.sum() / (logp.shape[0] * width)
     else:  # dapo
         loss = per_token.sum() / _dapo_denominator(m, num_items_in_batch, num_processes)
 
