@@ -27,47 +27,19 @@ image start itself is a free choice made in text mode, so its log-prob is not 0.
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 
 from ..media import ImageStore, load_ref
 from ..types import Interleaved, Segment
-from .base import DecodeTrace, GenerationOutput, GenerationSettings, generate_each
-from .emu3_grammar import (
-    GRID,
-    HEADER,
-    IMAGE,
-    TEXT,
-    VISUAL,
-    Emu3Vocab,
-    ImageGrammar,
-)
+from .base import DecodeTrace, GenerationOutput, GenerationSettings
+from .emu3_decode import DecodeResult, decode_rows, prompt_token_ids
+from .emu3_grammar import IMAGE, Emu3Vocab, ImageGrammar
 from .families import FamilySpec
-from .sampling import (
-    allowed_logprobs,
-    cache_kwarg,
-    load_pretrained,
-    output_cache,
-    resolve_device,
-    sample_token,
-)
-
-
-@dataclass
-class DecodeResult:
-    """A decoded answer: its trace and, per image, the row-major visual token ids."""
-
-    trace: DecodeTrace
-    grids: list[list[int]]
-
-
-def _forward(model: Any, cache: Any, **inputs: Any) -> tuple[torch.Tensor, Any]:
-    """One KV-cached forward; the last position's logits (float32) and the cache."""
-    out = model(**inputs, **{cache_kwarg(model): cache}, use_cache=True, logits_to_keep=1)
-    return out.logits[0, -1].float(), output_cache(out)
+from .sampling import load_pretrained, resolve_device
 
 
 @torch.no_grad()
@@ -82,7 +54,8 @@ def interleaved_decode(
     cfg_scale: float = 1.0,
     uncond_prefix: list[int] | None = None,
 ) -> DecodeResult:
-    """Decode one answer under ``grammar`` from prompt ``inputs`` (processor output, batch 1).
+    """Decode one answer under ``grammar`` from prompt ``inputs`` (processor output, batch 1):
+    the batched loop ``emu3_decode.decode_rows`` with one row.
 
     With ``cfg_scale != 1`` a second, unconditional stream starts at each image start from
     ``uncond_prefix`` (BOS + negative prompt: the prompt with its text removed, as Emu3 does) and
@@ -91,62 +64,16 @@ def interleaved_decode(
     inside an image opening (``ImageGrammar.resume``) continues that image first, its
     unconditional stream starting from ``uncond_prefix`` plus the same opening tokens.
     """
-    device = inputs["input_ids"].device
-    use_cfg = cfg_scale != 1.0
-    logits, cache = _forward(model, None, **inputs)
-    u_logits: torch.Tensor | None = None
-    u_cache: Any = None
-    visual = torch.tensor(grammar.vocab.visual, device=device)
-    trace = DecodeTrace(cond_logprobs=[], cfg_logprobs=use_cfg)
-    opening = grammar.resume(inputs["input_ids"][0].tolist())
-    grids: list[list[int]] = [[]] if opening else []
-    if use_cfg and opening:  # the unconditional stream opens the same image
-        ids = torch.tensor([[*(uncond_prefix or []), *opening]], device=device)
-        u_logits, u_cache = _forward(model, None, input_ids=ids)
-    kinds: list[str] = []
-    while not grammar.done:
-        in_image = grammar.mode != TEXT
-        step = grammar.allowed()
-        if step.forced is not None:
-            token, lp, clp = step.forced, 0.0, 0.0
-        else:
-            mask = grammar.mask(step.kind, device)
-            scores = logits
-            if use_cfg and step.kind == VISUAL and u_logits is not None:
-                c = torch.log_softmax(logits[visual], dim=-1)
-                u = torch.log_softmax(u_logits[visual], dim=-1)
-                scores = torch.full_like(logits, float("-inf"))
-                scores[visual] = u + cfg_scale * (c - u)
-            token, logp = sample_token(scores, temperature, top_p, generator, mask)
-            lp = float(logp[token])
-            clp = lp
-            if scores is not logits:
-                clp = float(allowed_logprobs(logits, mask, temperature)[token])
-            if step.kind == VISUAL:
-                grids[-1].append(token)
-        if grammar.mode == TEXT and token == grammar.vocab.boi:
-            in_image = True
-            grids.append([])
-        trace.token_ids.append(token)
-        trace.logprobs.append(lp)
-        trace.cond_logprobs.append(clp)  # type: ignore[union-attr]
-        trace.image_mask.append(in_image)
-        kinds.append(IMAGE if in_image else TEXT)
-        grammar.advance(token)
-        if grammar.done:
-            break
-        step_ids = torch.tensor([[token]], device=device)
-        logits, cache = _forward(model, cache, input_ids=step_ids)
-        if use_cfg and grammar.mode in (HEADER, GRID):
-            if u_cache is None:
-                ids = torch.tensor([[*(uncond_prefix or []), token]], device=device)
-                u_logits, u_cache = _forward(model, None, input_ids=ids)
-            else:
-                u_logits, u_cache = _forward(model, u_cache, input_ids=step_ids)
-        else:
-            u_logits, u_cache = None, None
-    trace.segments = _spans(kinds, trace.token_ids, grammar.vocab.boi)
-    return DecodeResult(trace=trace, grids=grids)
+    return decode_rows(
+        model,
+        [prompt_token_ids(model, inputs)],
+        [grammar],
+        [generator],
+        temperature=temperature,
+        top_p=top_p,
+        cfg_scale=cfg_scale,
+        uncond_prefix=uncond_prefix or [],
+    )[0]
 
 
 def teacher_forced_logits(
@@ -164,23 +91,11 @@ def teacher_forced_logits(
     return model(**inputs).logits[0, prompt_ids.shape[1] - 1 :]
 
 
-def _spans(kinds: list[str], tokens: list[int], boi: int) -> list[tuple[str, int, int]]:
-    """``(kind, start, end)`` runs; two images in a row stay two spans (each starts at a BOI)."""
-    spans: list[tuple[str, int, int]] = []
-    for i, (kind, tok) in enumerate(zip(kinds, tokens, strict=True)):
-        new_image = kind == IMAGE and tok == boi
-        if spans and spans[-1][0] == kind and not new_image:
-            spans[-1] = (kind, spans[-1][1], i + 1)
-        else:
-            spans.append((kind, i, i + 1))
-    return spans
-
-
 class Emu3Adapter:
     """``ModelAdapter`` for Emu3 checkpoints (``Emu3ForConditionalGeneration`` + ``Emu3Processor``).
 
-    Prompts are decoded one at a time (``settings.batch_size`` is not used): the grammar state and
-    the CFG stream are per answer, and a failure stays that prompt's ``error``. Input images go
+    ``settings.batch_size`` prompts are decoded together (``emu3_decode``): the grammar state,
+    the generator and the CFG stream are per row, and a failure stays that prompt's ``error``. Input images go
     through the processor's ``<image>`` placeholder (and its chat template when it has one); the
     unconditional CFG stream starts from BOS + ``negative_prompt``.
     """
@@ -272,14 +187,20 @@ class Emu3Adapter:
         tok = self.processor.tokenizer
         return [tok.bos_token_id, *tok.encode(self.negative_prompt, add_special_tokens=False)]
 
-    @torch.inference_mode()
     def decode_grid(self, grid: list[int], rows: int, cols: int) -> Any:
         """Visual token ids (row-major) -> a PIL image via the VQ decoder and the processor."""
+        return self.decode_grids([grid], rows, cols)[0]
+
+    @torch.inference_mode()
+    def decode_grids(self, grids: list[list[int]], rows: int, cols: int) -> list[Any]:
+        """Many grids of one size -> PIL images, one VQ decoder pass for them all."""
+        if not grids:
+            return []
         to_code = self.model.vocabulary_mapping.bpe2img_mapping_tensor
-        codes = to_code[torch.tensor(grid)].view(1, rows, cols).to(self.device)
+        codes = to_code[torch.tensor(grids)].view(len(grids), rows, cols).to(self.device)
         pixels = self.model.model.vqmodel.decode(codes)
         out = self.processor.postprocess(pixels.float().cpu(), return_tensors="PIL.Image.Image")
-        return out["pixel_values"][0]
+        return list(out["pixel_values"])
 
     # ------------------------------------------------------------------ the adapter protocol
 
@@ -291,20 +212,68 @@ class Emu3Adapter:
         *,
         return_trace: bool = False,
     ) -> list[GenerationOutput]:
-        """One answer per prompt; prompt ``i`` samples with seed ``settings.seed + i``."""
-        return generate_each(
-            prompts,
-            lambda i, prompt: self._generate_one(prompt, settings, store, settings.seed + i),
-            return_trace=return_trace,
-        )
+        """One answer per prompt, ``settings.batch_size`` prompts decoded together; prompt ``i``
+        samples with seed ``settings.seed + i`` whatever batch it shares, so answers do not
+        depend on the batch size. A prompt that fails is that prompt's ``error``: a batch that
+        raises is decoded again one prompt at a time. ``seconds`` is the batch's wall time
+        shared equally among its answers."""
+        size = max(1, settings.batch_size)
+        outputs: list[GenerationOutput] = []
+        for lo in range(0, len(prompts), size):
+            outputs += self._generate_batch(prompts[lo : lo + size], lo, settings, store)
+        if not return_trace:
+            for out in outputs:
+                out.trace = None
+        return outputs
 
-    def _generate_one(
-        self, prompt: Interleaved, settings: GenerationSettings, store: ImageStore, seed: int
-    ) -> tuple[Interleaved, DecodeTrace]:
-        generator = None
-        if settings.temperature > 0:
-            generator = torch.Generator(device=self.device).manual_seed(seed)
-        return self.decode(self.prompt_inputs(prompt, store), settings, store, generator)
+    def _generate_batch(
+        self, prompts: list[Interleaved], offset: int, settings: GenerationSettings, store: Any
+    ) -> list[GenerationOutput]:
+        start = time.perf_counter()
+        inputs, outputs = [], []
+        for prompt in prompts:
+            try:
+                inputs.append(self.prompt_inputs(prompt, store))
+            except Exception as e:  # noqa: BLE001 - recorded on that prompt's output
+                inputs.append(None)
+                outputs.append(GenerationOutput(Interleaved(), error=f"{type(e).__name__}: {e}"))
+                continue
+            outputs.append(GenerationOutput(Interleaved()))
+        rows = [k for k, x in enumerate(inputs) if x is not None]
+
+        def gens(ks: list[int]) -> list[torch.Generator | None]:
+            return [self.generator(settings, settings.seed + offset + k) for k in ks]
+
+        answers = None
+        if len(rows) > 1:
+            try:
+                answers = self.decode_batch([inputs[k] for k in rows], settings, store, gens(rows))
+            except Exception:  # noqa: BLE001 - retried row by row: the error lands on its row
+                answers = None
+        if answers is not None:
+            each = (time.perf_counter() - start) / max(len(prompts), 1)
+            for k, (answer, trace) in zip(rows, answers, strict=True):
+                outputs[k] = GenerationOutput(answer, seconds=each, trace=trace)
+            return outputs
+        for k in rows:
+            t0 = time.perf_counter()
+            try:
+                [(answer, trace)] = self.decode_batch([inputs[k]], settings, store, gens([k]))
+            except Exception as e:  # noqa: BLE001 - recorded on that prompt's output
+                outputs[k] = GenerationOutput(
+                    Interleaved(),
+                    error=f"{type(e).__name__}: {e}",
+                    seconds=time.perf_counter() - t0,
+                )
+                continue
+            outputs[k] = GenerationOutput(answer, seconds=time.perf_counter() - t0, trace=trace)
+        return outputs
+
+    def generator(self, settings: GenerationSettings, seed: int) -> torch.Generator | None:
+        """The row's own generator (None when greedy)."""
+        if settings.temperature <= 0:
+            return None
+        return torch.Generator(device=self.device).manual_seed(seed)
 
     @torch.inference_mode()
     def decode(
@@ -314,32 +283,49 @@ class Emu3Adapter:
         store: ImageStore,
         generator: torch.Generator | None,
     ) -> tuple[Interleaved, DecodeTrace]:
-        """The one decode loop plus image decoding: eval (``generate``) and training rollouts
-        (which bring their own generator) both come through here."""
-        grammar = self.grammar(settings)
-        result = interleaved_decode(
+        """One prompt through ``decode_batch``."""
+        return self.decode_batch([inputs], settings, store, [generator])[0]
+
+    @torch.inference_mode()
+    def decode_batch(
+        self,
+        inputs: list[Any],
+        settings: GenerationSettings,
+        store: ImageStore,
+        generators: list[torch.Generator | None],
+    ) -> list[tuple[Interleaved, DecodeTrace]]:
+        """The one decode loop plus image decoding, for eval (``generate``) and training
+        rollouts (which bring a generator per row): all ``inputs`` (one-row processor outputs)
+        on one batched KV cache, each row under its own grammar and generator, then every
+        generated image through the VQ decoder in one batch."""
+        grammars = [self.grammar(settings) for _ in inputs]
+        results = decode_rows(
             self.model,
-            inputs,
-            grammar,
+            [prompt_token_ids(self.model, x) for x in inputs],
+            grammars,
+            generators,
             temperature=settings.temperature,
             top_p=settings.top_p,
-            generator=generator,
             cfg_scale=settings.cfg_scale,
             uncond_prefix=self.uncond_prefix(),
+            pad=self.processor.tokenizer.pad_token_id or 0,
         )
-        segments: list[Segment] = []
-        grids = iter(result.grids)
+        rows, cols = self.grid_size(settings)
+        images = iter(self.decode_grids([g for r in results for g in r.grids], rows, cols))
         tok = self.processor.tokenizer
-        for kind, start, end in result.trace.segments:
-            if kind == IMAGE:
-                image = self.decode_grid(next(grids), grammar.rows, grammar.cols)
-                segments.append(Segment.of_image(store.put_image(image)))
-            else:
+        out = []
+        for result in results:
+            segments: list[Segment] = []
+            for kind, start, end in result.trace.segments:
+                if kind == IMAGE:
+                    segments.append(Segment.of_image(store.put_image(next(images))))
+                    continue
                 ids = result.trace.token_ids[start:end]
                 text = tok.decode(ids, skip_special_tokens=True).strip()
                 if text:
                     segments.append(Segment.of_text(text))
-        return Interleaved(segments), result.trace
+            out.append((Interleaved(segments), result.trace))
+        return out
 
 
 FAMILY = FamilySpec(
