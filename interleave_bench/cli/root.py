@@ -16,6 +16,7 @@ from . import errors
 from .data import data_app
 from .errors import EXIT_CODES, describe_error, print_error
 from .eval import eval_cmd, report_cmd
+from .judge import judge_app
 from .leaderboard import leaderboard_app
 from .models import models_app
 from .output import err, out
@@ -97,3 +98,4 @@ app.add_typer(protocols_app, name="protocols")
 app.add_typer(runs_app, name="runs")
 app.add_typer(train_app, name="train")
 app.add_typer(leaderboard_app, name="leaderboard")
+app.add_typer(judge_app, name="judge")
