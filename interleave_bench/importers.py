@@ -189,12 +189,12 @@ def aggregate_mmie_feedback(path: Path) -> tuple[dict[str, Any], Imported]:
     return result.to_dict(), imp
 
 
-def aggregate_file(path: str | Path, fmt: str) -> tuple[dict[str, Any], Imported]:
+def aggregate_file(path: str | Path, fmt: str, **options: Any) -> tuple[dict[str, Any], Imported]:
     """Import ``path`` in format ``fmt`` (declared by a protocol's ``importers``) and compute the
-    official aggregate."""
+    official aggregate; ``options`` go to the importer (``gt`` for ``isg``)."""
     from .protocols import importer_formats, resolve
 
     found = importer_formats()
     if fmt not in found:
         raise ValueError(f"unknown format {fmt!r}; expected one of {', '.join(sorted(found))}")
-    return resolve(found[fmt])(Path(path))
+    return resolve(found[fmt])(Path(path), **options)

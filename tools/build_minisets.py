@@ -565,6 +565,59 @@ ISG = [
 ]
 
 
+def isg_predict(index: int, n_q: int, golden_shape: str) -> dict:
+    """Question lists shaped like ISG-Bench's ``predict`` (our own questions): block questions
+    between neighbouring answer blocks (one names a tag no answer has, so it is always skipped) and
+    per answer image an entity question and an attribute question that depends on it."""
+    tags, n = [], {"T": 0, "I": 0}
+    for letter in golden_shape:
+        n[letter] += 1
+        tags.append(f"<gen_text{n[letter]}>" if letter == "T" else f"<gen_img{n[letter]}>")
+    block = []
+    for a, b in zip(tags, tags[1:], strict=False):
+        if "text" in a and "img" in b:
+            block.append(
+                {"subject": a, "object": b, "Question": f"Is {a} a caption for the image?"}
+            )
+        elif "img" in a and "img" in b:
+            block.append({"subject": a, "object": b, "Question": "Do both images show one scene?"})
+    if n_q and n["I"]:
+        block.append(
+            {
+                "subject": "<gen_img1>",
+                "object": "<query_img1>",
+                "Question": "Does the first image keep the subject of the second image?",
+            }
+        )
+    block.append({"subject": "<gen_img9>", "object": "<query_text1>", "Question": "Unused?"})
+    predict: dict = {
+        "structural": {"Query": [], "Answer": []},
+        "block_qa": {"questions": block},
+    }
+    image_qa = []
+    for k in range(1, n["I"] + 1):
+        qid = len(image_qa)
+        image_qa.append(
+            {
+                "image": f"<gen_img{k}>",
+                "Question": "Is a shape drawn?",
+                "id": qid,
+                "Preliminary": [],
+            }
+        )
+        image_qa.append(
+            {
+                "image": f"<gen_img{k}>",
+                "Question": "Is the shape filled?",
+                "id": qid + 1,
+                "Preliminary": [qid],
+            }
+        )
+    if image_qa:
+        predict["image_qa"] = image_qa if index % 2 == 0 else {"questions": image_qa}
+    return predict
+
+
 def build_isg(root: Path) -> None:
     rows, files = [], {}
     for i, (category, prompt, n_q, golden_shape, text) in enumerate(ISG):
@@ -589,7 +642,7 @@ def build_isg(root: Path) -> None:
                 "Category": category,
                 "Query": query,
                 "Golden": golden,
-                "predict": {"structural": {"Query": [], "Answer": []}},
+                "predict": isg_predict(i, n_q, golden_shape),
             }
         )
     write_jsonl(root / "ISG-Bench.jsonl", rows)

@@ -88,7 +88,12 @@ class ISGBench(Benchmark):
             input=query,
             gold=golden,
             category=category,
-            metadata={"source_id": source_id, "group": GROUP_OF.get(category)},
+            metadata={
+                "source_id": source_id,
+                "group": GROUP_OF.get(category),
+                # the question lists the ISG protocol asks (block_qa, image_qa); kept verbatim
+                "predict": row.get("predict") if isinstance(row.get("predict"), dict) else {},
+            },
         )
 
 

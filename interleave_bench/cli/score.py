@@ -39,6 +39,15 @@ def aggregate_cmd(
     ],
     fmt: Annotated[str, live_option("--format", help_of=lambda: ", ".join(_formats()) + ".")],
     as_json: JsonOpt = False,
+    gt: Annotated[
+        Path | None,
+        typer.Option(
+            "--gt",
+            exists=True,
+            dir_okay=False,
+            help="--format isg: ISG-Bench.jsonl, whose Category each row takes (by id).",
+        ),
+    ] = None,
 ) -> None:
     """Recompute the official aggregate of a published judgment file."""
     from ..benchmarks import DataError
@@ -46,8 +55,12 @@ def aggregate_cmd(
 
     if fmt not in formats():
         raise fail(f"--format must be one of {', '.join(formats())}", 2)
+    if gt is not None and fmt != "isg":
+        raise fail("--gt applies to --format isg only", 2)
     try:
-        value, imported = aggregate_file(file, fmt)
+        value, imported = (
+            aggregate_file(file, fmt) if gt is None else aggregate_file(file, fmt, gt=gt)
+        )
     except DataError as e:
         raise fail(str(e)) from None
     for p in imported.problems[:20]:
@@ -56,6 +69,17 @@ def aggregate_cmd(
         err.print(f"... and {len(imported.problems) - 20} more problems", markup=False)
     if as_json:
         print_json(value)
+        return
+    if fmt == "isg":  # the official script's own table, then what the defaults hid
+        out.print(value["official"]["text"], markup=False, highlight=False)
+        failed = sum(value["honest"]["failure_reasons"].values())
+        out.print(
+            f"{value['counts']['grouped']} rows in the table, {value['counts']['no_result']} "
+            f"without a result; honest variant (not comparable): {failed} level failures "
+            "counted instead of defaults (--json shows it)",
+            markup=False,
+            highlight=False,
+        )
         return
     table = Table(title=f"{file.name} ({fmt})")
     if fmt == "mmie-feedback":

@@ -60,6 +60,10 @@ def pinned_files(protocol: str) -> tuple[PinnedFile, ...]:
     """The official prompt files a built-in protocol reads (none: own rubric or offline)."""
     if protocol == "mmie":
         return (PinnedFile(MMIE_URL, f"mmie-{MMIE_COMMIT[:7]}-prompts.py", MMIE_FILE_SHA256),)
+    if protocol == "isg":
+        from .isg_prompts import ISG_PINNED
+
+        return (ISG_PINNED,)
     kind = {"opening_scores": "detailed_score_system", "opening_pairwise": "judge_system"}.get(
         protocol
     )
