@@ -8,7 +8,7 @@ setup:
 	$(PY) -m pip install --upgrade pip
 	# CPU torch first, so nothing below pulls a CUDA build
 	$(PY) -m pip install torch==2.13.0
-	$(PY) -m pip install -e ".[dev,models,diffusers,train]"
+	$(PY) -m pip install -e ".[dev,models,diffusers,train,hf]"
 
 test:
 	HF_HUB_OFFLINE=1 $(PY) -m pytest

@@ -25,7 +25,7 @@ from .benchmarks.opening import parse_items
 from .benchmarks.paths import DataRoot
 from .benchmarks.problems import RowError
 from .benchmarks.readers import iter_jsonl, load_json
-from .media import ImageStore
+from .media import ImageError, ImageStore
 from .types import ImageRef, Interleaved, Prediction, Sample, SchemaError, Segment
 
 
@@ -211,3 +211,51 @@ class PredictionImages:
                 ref = ImageRef(sha256=ref.sha256, path=path, source=origin)
             segments.append(Segment.of_image(ref))
         return Interleaved(segments), refused
+
+
+def load_prediction_dataset(
+    where: str | Path, data: BenchmarkData, images: Path
+) -> tuple[list[Sample], list[Prediction], list[Problem]]:
+    """A Hugging Face ``datasets`` dataset (a ``save_to_disk`` folder or a Hub id) with
+    ``sample_id`` and ``output`` columns (``output``: segment rows as ``to_hf()`` writes them, or
+    a plain string). Its images are written into the run's own store ``images``; a bad row is a
+    problem naming it and the field, and the others are still scored."""
+    from .hf import MissingExtra, open_dataset, prediction_from_row
+
+    try:
+        ds = open_dataset(where)
+    except MissingExtra:
+        raise
+    except Exception as e:  # datasets' own errors (offline, no such repo, bad folder)
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise DataError(f"{where}: not a readable `datasets` dataset ({first})") from None
+    missing = [c for c in ("sample_id", "output") if c not in ds.column_names]
+    if missing:
+        raise DataError(
+            f"{where}: no {' and no '.join(missing)} column; a predictions dataset needs "
+            "sample_id and output (columns: " + ", ".join(ds.column_names) + ")"
+        )
+    store = ImageStore(images)
+    found: dict[str, Prediction] = {}
+    problems: list[Problem] = []
+    for index, row in enumerate(ds):
+        try:
+            pred = prediction_from_row(row, store)
+        except SchemaError as e:
+            problems.append(Problem(index, e.field, e.message))
+            continue
+        except ImageError as e:
+            problems.append(Problem(index, "output", f"image refused: {e}"))
+            continue
+        found[pred.sample_id] = pred
+    if not found:
+        first = f": {problems[0]}" if problems else ""
+        raise DataError(f"{where}: no usable prediction row{first}")
+    samples = list(data)
+    unknown = set(found) - {s.id for s in samples}
+    problems += [Problem(i, "sample_id", "not a sample of this benchmark") for i in sorted(unknown)]
+    preds = [
+        found.get(s.id) or Prediction(s.id, "unknown", Interleaved(), error="no prediction")
+        for s in samples
+    ]
+    return samples, preds, problems

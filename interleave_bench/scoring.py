@@ -23,7 +23,12 @@ from .config import JudgeSpec, from_yaml
 from .judges.cache import JudgmentCache
 from .judges.client import JudgeConfig, OpenAIJudge
 from .judges.engine import JudgeEngine
-from .predictions import load_mmie_predictions, load_opening_outputs, load_prediction_records
+from .predictions import (
+    load_mmie_predictions,
+    load_opening_outputs,
+    load_prediction_dataset,
+    load_prediction_records,
+)
 from .protocols import ProtocolSpec, get_protocol, protocol_names
 from .registry import UnknownNameError
 from .runs import RunFolder, locks_run_folder
@@ -75,6 +80,12 @@ def load_inputs(opts: ScoreConfig) -> tuple[list[Sample], list[Prediction], list
     """Samples paired with predictions, whatever form the predictions come in."""
     p = opts.predictions
     bench = opts.bench.partition(":")[0]
+    from .hf import is_saved_dataset, looks_like_hub_id
+
+    if is_saved_dataset(p) or (not p.exists() and looks_like_hub_id(str(p))):
+        data = load_benchmark(opts.bench, opts.data, download=opts.data is None)
+        samples, preds, problems = load_prediction_dataset(p, data, opts.out / "images")
+        return samples, preds, problems, data.info.revision
     if not p.exists():
         raise DataError(f"{p}: no such file or folder")
     if p.is_file() and p.suffix == ".json" and bench == "mmie":

@@ -140,6 +140,12 @@ class BenchmarkData(Sequence[Sample]):
         counts = Counter(getattr(s, self.count_by) or "(none)" for s in self.samples)
         return dict(sorted(counts.items()))
 
+    def to_hf(self) -> Any:
+        """These samples as a ``datasets.Dataset`` (see ``interleave_bench.hf``)."""
+        from ..hf import to_hf
+
+        return to_hf(self.samples)
+
     def summary(self) -> dict[str, Any]:
         return {
             "benchmark": self.info.benchmark,

@@ -203,3 +203,39 @@ def data_download(
         out.print(f"source: {data.info.source} @ {data.info.revision}", highlight=False)
         if data.problems:
             out.print(f"[yellow]{len(data.problems)} problem(s); run `ibench data validate`[/]")
+
+
+@data_app.command("export")
+def data_export(
+    bench: BenchArg,
+    to: Annotated[
+        Path, typer.Option("--to", file_okay=False, help="New folder for `save_to_disk`.")
+    ],
+    path: Annotated[
+        Path | None,
+        typer.Option("--data", "--path", exists=True, help="Local copy of the benchmark."),
+    ] = None,
+    limit: Annotated[
+        int | None, typer.Option("--limit", min=1, help="Export at most N samples.")
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Write a benchmark as a Hugging Face `datasets` folder (one row per sample, images inside);
+    load it back with `datasets.load_from_disk`."""
+    from ..hf import MissingExtra
+
+    if to.exists() and any(to.iterdir()):
+        raise fail(f"{to}: folder is not empty; pass a new --to folder", 2)
+    data = _load(bench, path, limit, as_json)
+    try:
+        ds = data.to_hf()
+    except MissingExtra as e:
+        raise fail(str(e)) from None
+    ds.save_to_disk(str(to))
+    summary = {"path": str(to), "rows": len(ds), "benchmark": data.info.benchmark}
+    if as_json:
+        print_json({**summary, "problems": [p.to_dict() for p in data.problems]})
+        return
+    out.print(f"{data.info.benchmark}: {len(ds)} samples written to {to}", highlight=False)
+    if data.problems:
+        out.print(f"[yellow]{len(data.problems)} problem(s); run `ibench data validate`[/]")

@@ -50,6 +50,7 @@ _USER_ERRORS = {
     "ImageError",
     "ImageGenerationError",
     "SchemaError",
+    "MissingExtra",
 }
 _debug = False  # set by --debug for the command being run (set_debug)
 

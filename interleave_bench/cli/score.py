@@ -129,8 +129,8 @@ def score_cmd(
         Path,
         typer.Option(
             "--predictions",
-            exists=True,
-            help="MMIE JSON, predictions.jsonl, a run folder, or an OpenING <MODEL>_output/ folder.",
+            help="MMIE JSON, predictions.jsonl, a run folder, an OpenING <MODEL>_output/ folder, "
+            "or a `datasets` folder or Hub id with sample_id and output columns.",
         ),
     ],
     protocol: Annotated[str, live_option("--protocol", help_of=protocol_help())],
@@ -178,6 +178,10 @@ def score_cmd(
     from ..scoring import ScoreConfig, ScoreError, run_pairwise, run_score
 
     check_protocol(protocol)
+    from ..hf import looks_like_hub_id
+
+    if not predictions.exists() and not looks_like_hub_id(str(predictions)):
+        raise fail(f"--predictions: {predictions}: no such file, folder or Hub dataset id", 2)
     pairwise = get_protocol(protocol).kind == "pairwise"
     out_dir = out_dir or Path("runs") / _time.strftime("score-%Y%m%d-%H%M%S")
     opts = ScoreConfig(
