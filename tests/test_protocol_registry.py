@@ -151,5 +151,5 @@ def test_importer_formats_and_boards_come_from_protocol_specs():
     from interleave_bench.importers import formats
     from interleave_bench.leaderboard import SPECS
 
-    assert formats() == ["mmie-feedback", "opening-pairwise", "opening-scores"]
+    assert formats() == ["isg", "mmie-feedback", "opening-pairwise", "opening-scores"]
     assert sorted(SPECS) == ["interleavedbench", "mmie", "opening"]
