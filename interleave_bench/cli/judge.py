@@ -36,6 +36,12 @@ HtmlOpt = Annotated[
 ]
 
 
+def _check_html(path: Path | None) -> None:
+    """Refuse an --html path whose folder is missing before any work (or any judge call)."""
+    if path is not None and not path.parent.is_dir():
+        raise fail(f"--html {path}: no folder {path.parent}; create it or choose another", 2)
+
+
 def _write_html(path: Path | None, text: str) -> None:
     if path is not None:
         path.write_text(text, encoding="utf-8")
@@ -103,6 +109,7 @@ def agreement_cmd(
     from ..judges.arena_agreement import OFFICIAL_UNSEEN, opening_agreement, read_arena
     from ..report.judge_page import judgments_page, opening_page
 
+    _check_html(html)
     if fmt not in FORMATS:
         raise fail(f"--format must be one of {', '.join(FORMATS)}", 2)
     if unseen is not None and fmt != "opening-pairwise":
@@ -149,7 +156,7 @@ def agreement_cmd(
 
 def _print_opening(r: dict[str, Any]) -> None:
     t = Table(title="agreement with the reference (%), OpenING reading")
-    for c in ("reading", "all", "n", "unseen", "seen", "harmonic"):
+    for c in ("reading", "all", "n", "unseen", "n", "seen", "n", "harm."):
         t.add_column(c, justify="left" if c == "reading" else "right")
     for w in ("force_divide_tie", "with_tie", "without_tie"):
         t.add_row(
@@ -157,7 +164,9 @@ def _print_opening(r: dict[str, Any]) -> None:
             f"{r[w]['agreement']:.2f}",
             str(r[w]["n"]),
             f"{r['unseen'][w]['agreement']:.2f}",
+            str(r["unseen"][w]["n"]),
             f"{r['seen'][w]['agreement']:.2f}",
+            str(r["seen"][w]["n"]),
             f"{r['harmonic_mean'][w]:.2f}",
         )
     out.print(t)
@@ -196,6 +205,7 @@ def position_bias_cmd(
     from ..runs import RunFolderError, read_jsonl
     from ..types import Judgment, SchemaError
 
+    _check_html(html)
     path = run / "judgments.jsonl" if run.is_dir() else run
     try:
         if not path.is_file():
@@ -260,6 +270,7 @@ def consistency_cmd(
     from ..scorers.protocol_files import ProtocolError
     from ..scoring import ScoreError
 
+    _check_html(html)
     cfg = ConsistencyConfig(run, repeats, sample, seed, judge, predictions, data)
     known = (DataError, ProtocolError, ScoreError, JudgeUnavailable)
     if estimate:

@@ -237,8 +237,9 @@ def summarize(
     from ..scoring import not_scored
 
     items = []
-    for i, first in enumerate(rounds[0] if rounds else []):
-        js = [r[i] for r in rounds]
+    by_id = [{j.sample_id: j for j in r} for r in rounds]  # aligned by sample, not position
+    for first in rounds[0] if rounds else []:
+        js = [r[first.sample_id] for r in by_id]
         scores = [j.overall if j.status == "ok" else None for j in js]
         valid = [s for s in scores if s is not None]
         items.append(
