@@ -40,6 +40,10 @@ class JudgeSpec(BaseModel):
     judge_transport: Literal["sdk", "aiohttp"] = "sdk"
     judge_local: Path | None = None  # a local VLM judge instead of an endpoint
     trust_remote_code: bool = False
+    # auto: InternVL's own chat() when the checkpoint's config names InternVLChatModel
+    judge_local_backend: Literal["auto", "generic", "internvl"] = "auto"
+    # None: the protocol's default (MMIE: InternVL's template message); "none": no system message
+    judge_system_prompt: str | None = None
     concurrency: int = Field(16, ge=1)
     requests_per_minute: float | None = Field(None, gt=0)
     tokens_per_minute: float | None = Field(None, gt=0)
@@ -57,6 +61,17 @@ class JudgeSpec(BaseModel):
             "judge_model": self.judge_model,
             "judge_base_url": self.judge_base_url,
             "judge_local": None if self.judge_local is None else str(self.judge_local),
+            # only when set: older run folders keep their identity
+            **(
+                {}
+                if self.judge_system_prompt is None
+                else {"judge_system_prompt": self.judge_system_prompt}
+            ),
+            **(
+                {}
+                if self.judge_local_backend == "auto"
+                else {"judge_local_backend": self.judge_local_backend}
+            ),
         }
 
     def describe(self) -> dict[str, Any]:

@@ -276,9 +276,16 @@ def check_judge_key(spec: JudgeSpec) -> None:
 def engine_for(spec: JudgeSpec, cache: JudgmentCache | None) -> JudgeEngine:
     """The judge ``spec`` describes, answering through ``cache``."""
     if spec.judge_local is not None:
-        from .judges.local import LocalJudge
+        from .judges.local import local_judge
 
-        backend: Any = LocalJudge(str(spec.judge_local), trust_remote_code=spec.trust_remote_code)
+        try:
+            backend: Any = local_judge(
+                str(spec.judge_local),
+                trust_remote_code=spec.trust_remote_code,
+                backend=spec.judge_local_backend,
+            )
+        except ValueError as e:  # e.g. an InternVL checkpoint without --trust-remote-code
+            raise ScoreError(f"--judge-local {spec.judge_local}: {e}") from None
         return JudgeEngine(backend, cache)
     if not spec.judge_model:
         raise ScoreError("--judge-model is required for a judge protocol (or --judge-local PATH)")
@@ -423,6 +430,8 @@ def score_identity(opts: ScoreConfig) -> dict[str, Any]:
 
 
 def manifest(opts: ScoreConfig, revision: str, scorer: Scorer) -> dict[str, Any]:
+    from .judges.local import judge_setup
+
     prompts = getattr(scorer, "prompts", None) or getattr(scorer, "prompt", None)
     return {
         "interleave_bench": __version__,
@@ -437,7 +446,7 @@ def manifest(opts: ScoreConfig, revision: str, scorer: Scorer) -> dict[str, Any]
         "comparable": bool(scorer.comparable),
         "prompt_source": getattr(prompts, "source", None),
         "prompt_sha256": getattr(prompts, "hashes", None),
-        "judge": opts.judge.describe(),
+        "judge": {**opts.judge.describe(), **judge_setup(scorer)},
     }
 
 

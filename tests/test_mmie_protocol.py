@@ -12,6 +12,7 @@ from interleave_bench import load_benchmark
 from interleave_bench.judges.cache import JudgmentCache
 from interleave_bench.judges.client import JudgeConfig, OpenAIJudge
 from interleave_bench.judges.engine import JudgeEngine
+from interleave_bench.judges.internvl import PHI3_CHAT_SYSTEM
 from interleave_bench.scorers import protocol_files
 from interleave_bench.scorers.mmie import MMIEScorer, flatten, parse_score
 from interleave_bench.scorers.protocol_files import ProtocolError, load_mmie_prompts
@@ -163,16 +164,24 @@ def test_prompt_bytes_on_the_wire(prompts, tmp_path):
         "\n### Answer\nThe story goes on the next morning.\nImage-2: <image>\n"
         "\n### Feedback\n"
     )
-    assert user_text(sa) == expected
+    # one text part, the official string with its <image> placeholders, then the images: what
+    # an InternVL server renders exactly as the model's own chat() does
+    user = next(m for m in sa["messages"] if m["role"] == "user")["content"]
+    assert user[0] == {"type": "text", "text": expected}
+    assert [p["type"] for p in user[1:]] == ["image_url"] * 3
+    assert user_text(sa) == expected + "<image>" * 3
     urls = image_urls(sa)
     assert len(urls) == 3 and all(u.startswith("data:image/jpeg;base64,") for u in urls)
     first = Path(samples[0].input.images[0].path).read_bytes()
     assert base64.b64decode(urls[0].split(",", 1)[1]) == first
     msr = next(b for b in server.requests if "math" in user_text(b))
-    assert user_text(msr).endswith(
+    msr_text = next(m for m in msr["messages"] if m["role"] == "user")["content"][0]["text"]
+    assert msr_text.endswith(
         "### Correct Answer\nThe correct answer to this question should be: 24\n### Feedback\n"
     )
-    assert "system" not in [m["role"] for m in sa["messages"]]
+    # the system message InternVL's phi3-chat template inserts in model.chat()
+    assert sa["messages"][0] == {"role": "system", "content": PHI3_CHAT_SYSTEM}
+    assert [m["role"] for m in sa["messages"]] == ["system", "user"]
 
 
 def test_scoring_aggregation_and_exclusions(prompts, tmp_path):

@@ -153,6 +153,28 @@ JUDGE_OPTIONS: dict[str, tuple[Any, Any]] = {
         ],
         False,
     ),
+    "judge_local_backend": (
+        Annotated[
+            str,
+            typer.Option(
+                "--judge-local-backend",
+                help="auto (InternVL's own chat() for an InternVLChatModel checkpoint), "
+                "generic or internvl.",
+            ),
+        ],
+        "auto",
+    ),
+    "judge_system_prompt": (
+        Annotated[
+            str | None,
+            typer.Option(
+                "--judge-system-prompt",
+                help="System message sent to the judge (none: no system message). MMIE's "
+                "default is the one InternVL's chat template inserts.",
+            ),
+        ],
+        None,
+    ),
     "concurrency": (ConcurrencyOpt, 16),
     "requests_per_minute": (RpmOpt, None),
     "tokens_per_minute": (TpmOpt, None),
@@ -210,6 +232,8 @@ def judge_options(fn: Callable[..., Any]) -> Callable[..., Any]:
         values = {k: kwargs.pop(k) for k in JUDGE_OPTIONS}
         if values["judge_transport"] not in ("sdk", "aiohttp"):
             raise fail("--judge-transport must be sdk or aiohttp", 2)
+        if values["judge_local_backend"] not in ("auto", "generic", "internvl"):
+            raise fail("--judge-local-backend must be auto, generic or internvl", 2)
         check_price_table(values["price_table"])
         local = values["judge_local"]
         if local is not None and not kwargs.get("estimate") and not local.exists():

@@ -79,12 +79,109 @@ class _LoopState:
     pending: list[_Pending] = field(default_factory=list)
 
 
-class LocalJudge:
+class QueuedJudge:
+    """What every in-process judge shares: requests queue per event loop, the model runs in a
+    worker thread under a lock, and waiting greedy requests may form one batch. Subclasses say
+    how a request is prepared (``_prepare``, off the loop) and how a batch is generated."""
+
+    judge_path = "local"
+
+    def __init__(self, model: str, *, max_batch: int = 1) -> None:
+        if max_batch < 1:
+            raise ValueError("max_batch must be at least 1")
+        self.model = model
+        self.max_batch = max_batch
+        self._thread_lock = threading.Lock()
+        self._states: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopState] = (
+            weakref.WeakKeyDictionary()
+        )
+
+    def describe(self) -> dict[str, Any]:
+        """The manifest's account of how this judge computes (path, tile limit, dtype)."""
+        return {"path": self.judge_path}
+
+    def _prepare(self, request: JudgeRequest) -> Any:
+        raise NotImplementedError
+
+    def _generate_locked(self, batch: list[_Pending], start: float) -> list[JudgeReply]:
+        raise NotImplementedError
+
+    def _generate(self, batch: list[_Pending]) -> list[JudgeReply]:
+        """Run one batch under the thread lock; every failure becomes error replies, never a raise."""
+        start = time.perf_counter()
+        try:
+            with self._thread_lock:
+                return self._generate_locked(batch, start)
+        except Exception as e:
+            if len(batch) > 1:  # one bad conversation must not fail its neighbours
+                return [r for p in batch for r in self._generate([p])]
+            return [_error(e, time.perf_counter() - start)]
+
+    @property
+    def parallelism(self) -> int:
+        """Requests answered at once: one batch."""
+        return self.max_batch
+
+    # -- the JudgeBackend protocol ---------------------------------------------------------------
+
+    async def complete(self, request: JudgeRequest) -> JudgeReply:
+        """Answer one request; concurrent callers queue (and batch, if allowed), never overlap."""
+        start = time.perf_counter()
+        try:
+            conv = await asyncio.to_thread(self._prepare, request)
+        except Exception as e:
+            return _error(e, time.perf_counter() - start)
+        loop = asyncio.get_running_loop()
+        state = self._states.get(loop)
+        if state is None:
+            state = self._states[loop] = _LoopState()
+        item = _Pending(request, conv, loop.create_future())
+        state.pending.append(item)
+        try:
+            async with state.lock:
+                if not item.taken:
+                    batch = self._take(state.pending, item)
+                    task = asyncio.ensure_future(asyncio.to_thread(self._generate, batch))
+                    task.add_done_callback(lambda t, b=batch: _deliver(t, b))
+                    # shielded: if this caller is cancelled, the rest of its batch still gets answers
+                    await asyncio.shield(task)
+            reply = await item.future
+        finally:
+            if not item.taken and item in state.pending:  # cancelled while queued
+                state.pending.remove(item)
+        reply.seconds = time.perf_counter() - start
+        return reply
+
+    def _take(self, pending: list[_Pending], first: _Pending) -> list[_Pending]:
+        """``first`` plus up to max_batch-1 waiting greedy requests (the longest max_tokens wins).
+
+        Sampled requests run alone so that a seed reproduces the same answer whatever else waits.
+        """
+        batch = [first]
+        if first.request.temperature == 0:
+            for p in pending:
+                if len(batch) >= self.max_batch:
+                    break
+                if p is not first and p.request.temperature == 0:
+                    batch.append(p)
+        for p in batch:
+            pending.remove(p)
+            p.taken = True
+        return batch
+
+    async def preflight(self) -> JudgeReply:
+        """A one-token text-only request: proves the model loads, templates and generates."""
+        return await self.complete(_PREFLIGHT)
+
+
+class LocalJudge(QueuedJudge):
     """A JudgeBackend backed by a local transformers model (``model`` is the path or hub id).
 
     ``json_mode`` is not enforced (no constrained decoding); the scorer's parse and repair step
     handles a malformed answer as it does for any endpoint. Usage counts real tokens; cost is 0.
     """
+
+    judge_path = "local-generic"
 
     def __init__(
         self,
@@ -98,10 +195,7 @@ class LocalJudge:
         import torch
         import transformers
 
-        if max_batch < 1:
-            raise ValueError("max_batch must be at least 1")
-        self.model = str(model_path)
-        self.max_batch = max_batch
+        super().__init__(str(model_path), max_batch=max_batch)
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
         self.device = device
@@ -121,10 +215,6 @@ class LocalJudge:
         # placeholders inside it are encoded as plain text, so it cannot forge turns or images.
         self._sanitize = "sanitize_control_tokens" in params
         self._padding_via_kwargs = "processor_kwargs" in params and self.accepts_images
-        self._thread_lock = threading.Lock()
-        self._states: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopState] = (
-            weakref.WeakKeyDictionary()
-        )
 
     def _load_model(self, transformers: Any, kwargs: dict[str, Any]) -> Any:
         """Try the auto classes from most to least specific; report the first failure if none fit."""
@@ -144,7 +234,7 @@ class LocalJudge:
     def conversation(self, request: JudgeRequest) -> list[dict[str, Any]]:
         """The request in the processor's chat format: content lists of text and PIL images."""
         conv: list[dict[str, Any]] = []
-        for msg in request.messages():
+        for msg in request.messages(placeholders=False):
             content = msg["content"]
             if isinstance(content, str):
                 items = [{"type": "text", "text": content}]
@@ -161,23 +251,15 @@ class LocalJudge:
                 conv.append({"role": msg["role"], "content": items})
         return conv
 
+    def _prepare(self, request: JudgeRequest) -> list[dict[str, Any]]:
+        return self.conversation(request)
+
     def _image(self, url: str) -> Any:
         if not self.accepts_images:
             raise ValueError(f"{self.model} has no image processor and cannot read images")
         return image_from_data_url(url)
 
     # -- generation (worker thread) --------------------------------------------------------------
-
-    def _generate(self, batch: list[_Pending]) -> list[JudgeReply]:
-        """Run one batch under the thread lock; every failure becomes error replies, never a raise."""
-        start = time.perf_counter()
-        try:
-            with self._thread_lock:
-                return self._generate_locked(batch, start)
-        except Exception as e:
-            if len(batch) > 1:  # one bad conversation must not fail its neighbours
-                return [r for p in batch for r in self._generate([p])]
-            return [_error(e, time.perf_counter() - start)]
 
     def _generate_locked(self, batch: list[_Pending], start: float) -> list[JudgeReply]:
         import torch
@@ -246,62 +328,6 @@ class LocalJudge:
         ids = eos if isinstance(eos, list | tuple) else [eos]
         return {int(i) for i in ids if i is not None}
 
-    @property
-    def parallelism(self) -> int:
-        """Requests answered at once: one batch."""
-        return self.max_batch
-
-    # -- the JudgeBackend protocol ---------------------------------------------------------------
-
-    async def complete(self, request: JudgeRequest) -> JudgeReply:
-        """Answer one request; concurrent callers queue (and batch, if allowed), never overlap."""
-        start = time.perf_counter()
-        try:
-            conv = await asyncio.to_thread(self.conversation, request)
-        except Exception as e:
-            return _error(e, time.perf_counter() - start)
-        loop = asyncio.get_running_loop()
-        state = self._states.get(loop)
-        if state is None:
-            state = self._states[loop] = _LoopState()
-        item = _Pending(request, conv, loop.create_future())
-        state.pending.append(item)
-        try:
-            async with state.lock:
-                if not item.taken:
-                    batch = self._take(state.pending, item)
-                    task = asyncio.ensure_future(asyncio.to_thread(self._generate, batch))
-                    task.add_done_callback(lambda t, b=batch: _deliver(t, b))
-                    # shielded: if this caller is cancelled, the rest of its batch still gets answers
-                    await asyncio.shield(task)
-            reply = await item.future
-        finally:
-            if not item.taken and item in state.pending:  # cancelled while queued
-                state.pending.remove(item)
-        reply.seconds = time.perf_counter() - start
-        return reply
-
-    def _take(self, pending: list[_Pending], first: _Pending) -> list[_Pending]:
-        """``first`` plus up to max_batch-1 waiting greedy requests (the longest max_tokens wins).
-
-        Sampled requests run alone so that a seed reproduces the same answer whatever else waits.
-        """
-        batch = [first]
-        if first.request.temperature == 0:
-            for p in pending:
-                if len(batch) >= self.max_batch:
-                    break
-                if p is not first and p.request.temperature == 0:
-                    batch.append(p)
-        for p in batch:
-            pending.remove(p)
-            p.taken = True
-        return batch
-
-    async def preflight(self) -> JudgeReply:
-        """A one-token text-only request: proves the model loads, templates and generates."""
-        return await self.complete(_PREFLIGHT)
-
 
 def _deliver(task: asyncio.Future[list[JudgeReply]], batch: list[_Pending]) -> None:
     if task.cancelled():
@@ -313,3 +339,40 @@ def _deliver(task: asyncio.Future[list[JudgeReply]], batch: list[_Pending]) -> N
     for p, r in zip(batch, replies, strict=True):
         if not p.future.done():
             p.future.set_result(r)
+
+
+LOCAL_BACKENDS = ("auto", "generic", "internvl")
+
+
+def local_judge(
+    path: str, *, trust_remote_code: bool = False, backend: str = "auto", **kwargs: Any
+) -> QueuedJudge:
+    """The in-process judge for a checkpoint folder: InternVL's own chat path when its config
+    names InternVL's chat model (or ``backend="internvl"``), the generic transformers one
+    otherwise (or ``backend="generic"``)."""
+    from .internvl import InternVLJudge, is_internvl_chat
+
+    if backend not in LOCAL_BACKENDS:
+        raise ValueError(
+            f"unknown local judge backend {backend!r}: use {', '.join(LOCAL_BACKENDS)}"
+        )
+    if backend == "internvl" or (backend == "auto" and is_internvl_chat(path)):
+        return InternVLJudge(path, trust_remote_code=trust_remote_code, **kwargs)
+    return LocalJudge(path, trust_remote_code=trust_remote_code, **kwargs)
+
+
+def judge_setup(scorer: Any) -> dict[str, Any]:
+    """For a run's manifest: which judge path computed the judgments (server, local-generic,
+    local-internvl), with its tile limit, and the system message the scorer sends."""
+    engine = getattr(scorer, "engine", None)
+    if engine is None:
+        return {}
+    backend = getattr(engine, "backend", None)
+    describe = getattr(backend, "describe", None)
+    out: dict[str, Any] = (
+        describe() if isinstance(backend, QueuedJudge) and describe else {"path": "server"}
+    )
+    out.setdefault("max_tiles", None)  # a server's or processor's own setting
+    if hasattr(scorer, "system_prompt"):
+        out["system_prompt"] = scorer.system_prompt
+    return out

@@ -30,7 +30,13 @@ class Part:
 @dataclass(frozen=True, slots=True)
 class JudgeRequest:
     """A single judge call: optional system prompt, interleaved user parts, follow-up turns (used
-    for the one bounded JSON repair), and sampling settings (temperature 0 by default)."""
+    for the one bounded JSON repair), and sampling settings (temperature 0 by default).
+
+    ``image_placeholder`` (e.g. ``<image>`` for InternVL judges): on the wire the user message is
+    then one text part with the placeholder where each image sits, followed by the images in
+    order. A vLLM server keeps placeholders found in the text where they are (and would put the
+    missing ones in front, joining separate text parts with newlines), so this is the form
+    whose rendered prompt equals the one the model's own ``chat()`` builds."""
 
     parts: tuple[Part, ...]
     system: str | None = None
@@ -39,16 +45,23 @@ class JudgeRequest:
     temperature: float = 0.0
     seed: int | None = 0
     json_mode: bool = False
+    image_placeholder: str | None = None
 
-    def messages(self) -> list[dict[str, Any]]:
+    def messages(self, *, placeholders: bool = True) -> list[dict[str, Any]]:
+        """OpenAI chat messages; ``placeholders=False`` keeps images interleaved as parts (for an
+        in-process processor that places images itself)."""
         msgs: list[dict[str, Any]] = []
         if self.system is not None:
             msgs.append({"role": "system", "content": self.system})
         content: list[dict[str, Any]] = []
+        mark = self.image_placeholder if placeholders else None
+        if mark is not None:
+            text = "".join(p.text or "" if p.kind == "text" else mark for p in self.parts)
+            content.append({"type": "text", "text": text})
         for p in self.parts:
-            if p.kind == "text":
+            if p.kind == "text" and mark is None:
                 content.append({"type": "text", "text": p.text})
-            else:
+            elif p.kind == "image":
                 content.append({"type": "image_url", "image_url": {"url": p.url}})
         msgs.append({"role": "user", "content": content})
         msgs.extend({"role": role, "content": text} for role, text in self.followup)
@@ -56,7 +69,7 @@ class JudgeRequest:
 
     def fingerprint(self) -> dict[str, Any]:
         """The request as the cache key sees it: images by hash, everything else verbatim."""
-        return {
+        out = {
             "system": self.system,
             "parts": [p.text if p.kind == "text" else {"image": p.sha256} for p in self.parts],
             "followup": [list(t) for t in self.followup],
@@ -65,6 +78,9 @@ class JudgeRequest:
             "seed": self.seed,
             "json_mode": self.json_mode,
         }
+        if self.image_placeholder is not None:  # only then: other protocols keep their keys
+            out["image_placeholder"] = self.image_placeholder
+        return out
 
     def approx_prompt_tokens(self) -> int:
         """A cheap estimate of the input tokens: 4 characters a token, 765 an image (a 1024px

@@ -7,7 +7,10 @@ prompt (chosen by substring SA, PBL, MSR in that order) followed directly by the
 template. Score: the first number after ``### Score``, float then round-half-even, kept in 0..6.
 
 Transport: the prompt's ``<image>`` placeholders become image parts at the same positions of the
-user message (data URLs of the original bytes; the judge does its own tiling).
+request (data URLs of the original bytes; the judge does its own tiling). On the wire the text keeps
+its ``<image>`` placeholders in one text part, followed by the images, so that an InternVL server
+renders the very string ``chat()`` does. The system message is the one InternVL's ``phi3-chat``
+template inserts (``model.chat()`` always sends it), unless the run overrides or omits it.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from typing import Any
 
 from ..aggregate import summarize
 from ..judges.engine import JudgeEngine
+from ..judges.internvl import PHI3_CHAT_SYSTEM, PLACEHOLDER
 from ..judges.request import JudgeRequest, Part
 from ..media import ImageError, ImageStore, ref_path, to_data_url
 from ..protocols import ProtocolSpec
@@ -123,11 +127,13 @@ class MMIEScorer(PerItemScorer):
         *,
         store: ImageStore | None = None,
         max_tokens: int = 1024,
+        system_prompt: str | None = PHI3_CHAT_SYSTEM,
     ) -> None:
         self.engine = engine
         self.prompts = prompts
         self.store = store
         self.max_tokens = max_tokens
+        self.system_prompt = system_prompt  # None: no system message is sent
 
     @property
     def comparable(self) -> bool:  # type: ignore[override]
@@ -168,7 +174,13 @@ class MMIEScorer(PerItemScorer):
         if buf:
             parts.append(Part.of_text(buf))
         meta = {"images": len(flat.images), "prompt": key}
-        return JudgeRequest(tuple(parts), max_tokens=self.max_tokens), "", meta
+        request = JudgeRequest(
+            tuple(parts),
+            system=self.system_prompt,
+            max_tokens=self.max_tokens,
+            image_placeholder=PLACEHOLDER,
+        )
+        return request, "", meta
 
     @staticmethod
     def prompt_text(request: JudgeRequest) -> str:
@@ -231,7 +243,16 @@ def build(opts: Any, engine: JudgeEngine) -> MMIEScorer:
     from . import protocol_files as pf
 
     prompts = pf.load_mmie_prompts(opts.protocol_file, allow_unofficial=opts.allow_unofficial)
-    return MMIEScorer(engine, prompts)
+    return MMIEScorer(engine, prompts, system_prompt=system_prompt(opts))
+
+
+def system_prompt(opts: Any) -> str | None:
+    """``--judge-system-prompt``: unset means the InternVL template's own message, ``none``
+    sends no system message, any other text is sent as it is."""
+    given = getattr(getattr(opts, "judge", None), "judge_system_prompt", None)
+    if given is None:
+        return PHI3_CHAT_SYSTEM
+    return None if given.strip().lower() == "none" else given
 
 
 SPEC = ProtocolSpec(
