@@ -108,10 +108,12 @@ def test_judgments_agreement_counts_every_item_not_compared(tmp_path):
     )
     code, res = cli_json(
         "judge", "agreement", "--reference", str(ref), "--candidate", str(cand),
-        "--format", "judgments", "--resamples", "100",
+        "--format", "judgments", "--resamples", "100", "--html", str(tmp_path / "a.html"),
     )  # fmt: skip
     assert code == 0
     assert res["n"] == 4
+    page = (tmp_path / "a.html").read_text()
+    assert "kappa_quadratic" in page and "not_ok_both" in page and "<svg" in page
     assert res["excluded"] == {
         "only_reference": 1,
         "only_candidate": 1,
@@ -147,6 +149,39 @@ def test_judgments_bad_line_and_nothing_usable_are_one_line_errors(tmp_path):
     r = run_cli("judge", "agreement", "--reference", str(good), "--candidate", str(other),
                 "--format", "csv")  # fmt: skip
     assert r.exit_code == 2 and "--format must be one of" in r.stderr
+
+
+def test_judgments_scorer_is_chosen_only_in_a_file_of_several(tmp_path):
+    """A file of two scorers needs --scorer; a file of one is read whatever its scorer's name."""
+    two = _write(
+        tmp_path / "two.jsonl",
+        [_j("s1", overall=1), *[Judgment("s1", "other", "1", "ok", overall=2.0)]],
+    )
+    r = run_cli("judge", "agreement", "--reference", str(two), "--candidate", str(two),
+                "--format", "judgments")  # fmt: skip
+    assert r.exit_code == 1 and "several scorers (judge, other)" in r.stderr
+    human = _write(
+        tmp_path / "human.jsonl",
+        [
+            Judgment("s1", "human", "1", "ok", overall=2.0),
+            Judgment("s2", "human", "1", "ok", overall=1.0),
+        ],
+    )
+    code, res = cli_json(
+        "judge",
+        "agreement",
+        "--reference",
+        str(human),
+        "--candidate",
+        str(two),
+        "--format",
+        "judgments",
+        "--scorer",
+        "other",
+        "--resamples",
+        "10",
+    )
+    assert code == 0 and res["n"] == 1 and res["excluded"]["only_reference"] == 1
 
 
 # --------------------------------------------------------------------------- OpenING
@@ -283,8 +318,12 @@ def test_position_bias_from_a_swap_run(tmp_path):
     run = tmp_path / "run"
     run.mkdir()
     _write(run / "judgments.jsonl", js)
-    code, out = cli_json("judge", "position-bias", str(run), "--resamples", "100")
+    html = tmp_path / "bias.html"
+    code, out = cli_json(
+        "judge", "position-bias", str(run), "--resamples", "100", "--html", str(html)
+    )
     assert code == 0 and out == res
+    assert "first_position_wins" in html.read_text() and "one_order_only" in html.read_text()
 
 
 # --------------------------------------------------------------------------- HTML page

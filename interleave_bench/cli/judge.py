@@ -95,7 +95,7 @@ def agreement_cmd(
     scorer: Annotated[
         str | None,
         typer.Option(
-            "--scorer", help="judgments: the scorer to compare, when a file holds several."
+            "--scorer", help="judgments: the scorer to compare in a file that holds several."
         ),
     ] = None,
     resamples: ResamplesOpt = 1000,

@@ -171,8 +171,10 @@ def statistics(
 
 def read_judgments(path: Path, scorer: str | None = None) -> dict[str, Judgment]:
     """The judgments of one file by sample id (a later record of a sample replaces an earlier
-    one, as a resumed run appends its retried verdict). A file holding several scorers needs
-    ``scorer``; a record that is not a judgment is a ``DataError`` naming file, line and field."""
+    one, as a resumed run appends its retried verdict). ``scorer`` picks one in a file that
+    holds several (a file of one scorer is read whole, so a human file and a judge's file may
+    name theirs differently); a record that is not a judgment is a ``DataError`` naming file,
+    line and field."""
     from ..runs import RunFolderError, read_jsonl
 
     if path.is_dir():
@@ -191,14 +193,13 @@ def read_judgments(path: Path, scorer: str | None = None) -> dict[str, Judgment]
     except RunFolderError as e:
         raise DataError(str(e)) from None
     names = sorted({j.scorer for j in records})
-    if scorer is None and len(names) > 1:
+    if len(names) > 1 and scorer not in names:
         raise DataError(
-            f"{path}: holds judgments of several scorers ({', '.join(names)}); pass --scorer NAME"
+            f"{path}: holds judgments of several scorers ({', '.join(names)}); pass --scorer "
+            "with one of them"
         )
-    if scorer is not None and scorer not in names:
-        raise DataError(
-            f"{path}: no judgment of scorer {scorer!r} (it holds {', '.join(names) or 'none'})"
-        )
+    if len(names) <= 1:
+        scorer = None  # one scorer in the file: its judgments, whatever it is named
     if any(j.metadata.get("swapped") for j in records):
         raise DataError(
             f"{path}: a --swap run (two verdicts per item); measure it with "
