@@ -279,3 +279,54 @@ def test_bundled_sample_end_to_end_aggregate_equals_hand_computation(prompt_file
     assert result.overall == 6.0  # mean holistic of the three valid judgments (8, 7, 3)
     assert result.counts == {"valid": 3, "invalid": 0, "error": 2, "total": 5}
     assert not result.comparable  # a prompt file that is not the pinned one
+
+
+def test_ibench_score_protocol_isg_on_the_bundled_sample(prompt_file, tmp_path):
+    from helpers import cli_json
+
+    from interleave_bench.media import ImageStore
+
+    data = load_benchmark("isg:sample")
+    path = tmp_path / "predictions.jsonl"
+    store = ImageStore(tmp_path / "images")  # images live beside the predictions file
+    with open(path, "w") as f:
+        for s in data:
+            out = Interleaved(
+                [Segment.of_image(store.put_file(x.image.path)) if x.image else x for x in s.gold]
+            )
+            f.write(json.dumps(Prediction(s.id, "gold", out).to_dict()) + "\n")
+
+    def script(body):
+        if "REQ-SCORE" in user_text(body):
+            return Reply(content='{"Judge": 7, "Reason": "r"}')
+        return Reply(content='{"Judge": "Yes", "Reason": "r", "overall_score": 5}')
+
+    with FakeOpenAI(script) as server:
+        code, result = cli_json(
+            "score", "--bench", "isg:sample", "--predictions", str(path), "--protocol", "isg",
+            "--protocol-file", str(prompt_file), "--allow-unofficial",
+            "--judge-base-url", server.url, "--judge-model", "openai/gpt-4.1",
+            "--out", str(tmp_path / "o"),
+        )  # fmt: skip
+    assert code == 0, result
+    assert result["counts"] == {"valid": 12, "invalid": 0, "error": 0, "total": 12}
+    groups = result["metadata"]["official"]["groups"]
+    assert sum(g["total"] for g in groups.values()) == 12
+    # every answer is the golden one: structure 1, block 7, holistic 5; image: each image's entity
+    # question is asked (Yes), its attribute question never (it has a preliminary): 1/2
+    for g in groups.values():
+        assert (g["structure"], g["image"], g["block"], g["holistic"]) == (1.0, 0.5, 7.0, 5.0)
+    assert result["comparable"] is False and result["metadata"]["prompts_official"] is False
+
+
+def test_isg_leaderboard_has_sourced_rows():
+    from helpers import run_cli
+
+    r = run_cli("leaderboard", "show", "isg", "--json")
+    assert r.exit_code == 0, r.output
+    rows = json.loads(r.stdout)
+    assert {row["table"] for row in rows} == {"holistic", "block", "image", "structure"}
+    holistic = next(row for row in rows if row["table"] == "holistic")
+    assert holistic["model"] == "ISG-Agent" and holistic["overall"] == 6.262
+    assert holistic["image_decomposition"] == 7.582 and holistic["provenance"] == "published"
+    assert all("de504cd" in row["source"] and row["comparable"] is False for row in rows)
