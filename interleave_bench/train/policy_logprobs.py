@@ -18,8 +18,9 @@ position then gives:
   ``uncond + cfg_scale * (cond - uncond)``. The rollout's old log-probs must use the same choice
   (``Rollout.old_logprobs(image_logprob)``), otherwise the ratio is off 1 before any update.
 
-Emu3 (``emu3_sequence_logprobs``): image tokens are ordinary vocabulary tokens, so one forward
-of the causal LM gives every position; the grammar's replay supplies each position's allowed set.
+Emu3 (``emu3_batch_logprobs``): image tokens are ordinary vocabulary tokens, so one right-padded
+forward of the causal LM over all rollouts gives every position; the grammar's replay supplies
+each position's allowed set.
 
 Forced tokens (Janus's ``<end_of_image>``, Emu3's header/row ends/tail) were not sampled:
 ``Rollout.sampled`` marks them and ``batch_mask`` leaves them out. Rows are padded
@@ -35,7 +36,8 @@ import torch
 from torch import Tensor
 
 from ..models.base import GenerationSettings
-from ..models.emu3 import teacher_forced_logits
+from ..models.emu3_decode import prompt_token_ids
+from ..models.emu3_grammar import VISUAL
 from ..models.families import family_of
 from ..models.janus import embed_generated, janus_token_ids, teacher_forced_hidden
 from .rollout import IMAGE_LOGPROBS, ImageLogprob, Rollout
@@ -153,57 +155,6 @@ def _uncond_logits(model: Any, rollout: Rollout, ids: Any) -> Tensor:
     return torch.cat(rows, 0)
 
 
-def emu3_sequence_logprobs(
-    adapter: Any,
-    rollout: Rollout,
-    settings: GenerationSettings,
-    *,
-    image_logprob: ImageLogprob = "cond",
-) -> tuple[Tensor, Tensor]:
-    """Emu3: one forward over ``prompt + generated[:-1]`` (all ordinary vocabulary tokens); each
-    position's allowed set comes from ``ImageGrammar.replay``, forced positions hold 0. With
-    ``"cfg"`` each image adds one forward over the loop's unconditional stream (``uncond_prefix``
-    then the image span) and visual tokens are scored under ``u + s * (c - u)`` of the
-    log-softmaxed visual logits, then the allowed-set log-softmax at the temperature, as sampled."""
-    from ..models.sampling import allowed_logprobs
-
-    model = adapter.model
-    tr = rollout.trace
-    n = len(tr.token_ids)
-    if n == 0:
-        return torch.zeros(0, device=model.device), torch.zeros(0, device=model.device)
-    logits = teacher_forced_logits(model, rollout.prompt_inputs, tr.token_ids).float()  # (n, V)
-    grammar = adapter.grammar(settings)
-    steps = grammar.replay(tr.token_ids)
-    visual = torch.tensor(grammar.vocab.visual, device=model.device)
-    u_rows: dict[int, Tensor] = {}
-    scale = float(settings.cfg_scale)
-    if image_logprob == "cfg" and scale != 1.0:
-        prefix = adapter.uncond_prefix()
-        for kind, start, end in tr.segments:
-            if kind != "image":
-                continue
-            ids = torch.tensor([[*prefix, *tr.token_ids[start : end - 1]]], device=model.device)
-            u = model(input_ids=ids).logits[0, len(prefix) - 1 :].float()
-            for k in range(start + 1, end):  # the image start itself is a text-mode choice
-                u_rows[k] = u[k - start]
-    out, ent = [], torch.zeros(n, device=model.device)
-    for k, step in enumerate(steps):
-        if step.forced is not None:
-            out.append(logits.new_zeros(()))
-            continue
-        row = logits[k]
-        if k in u_rows and step.kind == "visual":
-            c = torch.log_softmax(row[visual], -1)
-            u = torch.log_softmax(u_rows[k][visual], -1)
-            row = torch.full_like(row, float("-inf")).index_put((visual,), u + scale * (c - u))
-        mask = grammar.mask(step.kind, model.device)
-        logp = allowed_logprobs(row, mask, settings.temperature)
-        out.append(logp[tr.token_ids[k]])
-        ent[k] = _entropy(logp.detach())
-    return torch.stack(out), ent
-
-
 def sequence_logprobs(
     adapter: Any,
     rollout: Rollout,
@@ -252,12 +203,124 @@ def emu3_batch_logprobs(
     settings: GenerationSettings,
     image_logprob: ImageLogprob = "cond",
 ) -> tuple[Tensor, Tensor]:
-    """Emu3's ``teacher_forced_logprobs``: one forward per rollout."""
+    """Emu3's ``teacher_forced_logprobs``: one right-padded forward over every rollout's
+    ``prompt + generated[:-1]`` (all ordinary vocabulary tokens; the LM head only on generated
+    positions), then each position's allowed set from ``ImageGrammar.replay``; forced positions
+    hold 0. With ``"cfg"`` one more padded forward covers every image's unconditional stream
+    (``uncond_prefix`` then the image span) and visual tokens are scored under
+    ``u + s * (c - u)`` of the log-softmaxed visual logits, then the allowed-set log-softmax at
+    the temperature, as sampled."""
+    model = adapter.model
+    busy = [r for r in rollouts if r.trace.token_ids]
+    prompts: dict[int, list[int]] = {}  # a group's rollouts share one prompt_inputs
+    for r in busy:
+        if id(r.prompt_inputs) not in prompts:
+            prompts[id(r.prompt_inputs)] = prompt_token_ids(model, r.prompt_inputs)
+    rows = []
+    for r in busy:
+        p, n = prompts[id(r.prompt_inputs)], len(r.trace.token_ids)
+        rows.append((p + r.trace.token_ids[:-1], len(p) - 1, n))
+    logits = dict(zip(map(id, busy), _padded_logits(model, rows), strict=True))
+    # a prompt may open an image (``ImageGrammar.resume``): its grid starts the answer
+    opened = {id(r): adapter.grammar(settings).resume(prompts[id(r.prompt_inputs)]) for r in busy}
+    u_logits = {}
+    if image_logprob == "cfg":
+        u_logits = _emu3_uncond_logits(adapter, busy, settings, opened)
     pairs = [
-        emu3_sequence_logprobs(adapter, r, settings, image_logprob=image_logprob) for r in rollouts
+        _emu3_rollout_logprobs(
+            adapter, r, settings, logits[id(r)], u_logits.get(id(r), {}), opened[id(r)]
+        )
+        if id(r) in logits
+        else (torch.zeros(0, device=model.device), torch.zeros(0, device=model.device))
+        for r in rollouts
     ]
-    dev = adapter.model.device
+    dev = model.device
     return _pad([a for a, _ in pairs], dev), _pad([b for _, b in pairs], dev)
+
+
+def _padded_logits(model: Any, rows: list[tuple[list[int], int, int]]) -> list[Tensor]:
+    """Per row ``(ids, start, n)``: float32 ``(n, V)`` logits at positions ``start..start+n-1``
+    of ``ids``, all rows in one right-padded forward (causality hides the padding)."""
+    if not rows:
+        return []
+    width = max(len(ids) for ids, _, _ in rows)
+    batch = torch.zeros(len(rows), width, dtype=torch.long)
+    att = torch.zeros_like(batch)
+    for b, (ids, _, _) in enumerate(rows):
+        batch[b, : len(ids)] = torch.tensor(ids, dtype=torch.long)
+        att[b, : len(ids)] = 1
+    hidden = model.model(
+        input_ids=batch.to(model.device), attention_mask=att.to(model.device), use_cache=False
+    ).last_hidden_state
+    return [model.lm_head(hidden[b, s : s + n]).float() for b, (_, s, n) in enumerate(rows)]
+
+
+def _emu3_uncond_logits(
+    adapter: Any,
+    rollouts: Sequence[Rollout],
+    settings: GenerationSettings,
+    opened: dict[int, list[int]],
+) -> dict[int, dict[int, Tensor]]:
+    """Per rollout, position ``k`` of each image token -> the unconditional logits the loop's
+    CFG stream had before it (one padded forward over every image of every rollout). An image
+    the prompt opened starts its stream from ``uncond_prefix`` plus that opening."""
+    if float(settings.cfg_scale) == 1.0:
+        return {}
+    prefix = adapter.uncond_prefix()
+    rows, owners = [], []
+    for r in rollouts:
+        tr = r.trace
+        for kind, start, end in tr.segments:
+            if kind != "image":
+                continue
+            if tr.token_ids[start] == adapter.vocab.boi:  # the image start: a text-mode choice
+                ctx, first = [*prefix, *tr.token_ids[start : end - 1]], start + 1
+            else:
+                ctx, first = [*prefix, *opened[id(r)], *tr.token_ids[start : end - 1]], start
+            rows.append((ctx, len(ctx) - (end - first), end - first))
+            owners.append((id(r), first))
+    out: dict[int, dict[int, Tensor]] = {}
+    for (owner, first), u in zip(owners, _padded_logits(adapter.model, rows), strict=True):
+        for j in range(len(u)):
+            out.setdefault(owner, {})[first + j] = u[j]
+    return out
+
+
+def _emu3_rollout_logprobs(
+    adapter: Any,
+    rollout: Rollout,
+    settings: GenerationSettings,
+    logits: Tensor,
+    u_rows: dict[int, Tensor],
+    opening: list[int],
+) -> tuple[Tensor, Tensor]:
+    """One rollout's ``(n,)`` log-probs and entropies from its teacher-forced logits."""
+    from ..models.sampling import allowed_logprobs
+
+    dev = logits.device
+    tokens = rollout.trace.token_ids
+    grammar = adapter.grammar(settings)
+    if opening:
+        grammar.resume([*opening])  # the same state the loop started the answer in
+    steps = grammar.replay(tokens)
+    forced = torch.tensor([st.forced is not None for st in steps], device=dev)
+    masks = torch.stack([grammar.mask(st.kind, dev) for st in steps])
+    guided = [k for k, st in enumerate(steps) if k in u_rows and st.kind == VISUAL]
+    scores = logits
+    if guided:
+        visual = torch.tensor(grammar.vocab.visual, device=dev)
+        scale = float(settings.cfg_scale)
+        gi = torch.tensor(guided, device=dev)
+        c = torch.log_softmax(logits[gi][:, visual], -1)
+        u = torch.log_softmax(torch.stack([u_rows[k] for k in guided])[:, visual], -1)
+        scores = logits.index_put((gi,), torch.full_like(logits[gi], float("-inf")))
+        scores = scores.index_put((gi[:, None], visual[None]), u + scale * (c - u))
+    logp = allowed_logprobs(scores, masks, settings.temperature)
+    target = torch.tensor(tokens, device=dev)
+    picked = logp.gather(1, target[:, None]).squeeze(1)
+    out = torch.where(forced, torch.zeros_like(picked), picked)
+    ent = torch.where(forced, 0.0, _entropy(logp.detach()))
+    return out, ent
 
 
 def text_batch_logprobs(
