@@ -90,14 +90,13 @@ def score_config(cfg: ConsistencyConfig) -> Any:
     judge = cfg.judge
     if judge is None or (judge.judge_model is None and judge.judge_local is None):
         base = judge or JudgeSpec()
-        local = ident.get("judge_local")
-        judge = base.model_copy(
-            update={
-                "judge_model": ident.get("judge_model"),
-                "judge_base_url": base.judge_base_url or ident.get("judge_base_url"),
-                "judge_local": None if local is None else Path(local),
-            }
-        )
+        # every judge setting the run's identity holds (model, endpoint, local path, ...)
+        update = {k: v for k, v in ident.items() if k in JudgeSpec.model_fields}
+        if update.get("judge_local") is not None:
+            update["judge_local"] = Path(update["judge_local"])
+        if base.judge_base_url:  # a new address for the same judge
+            update["judge_base_url"] = base.judge_base_url
+        judge = base.model_copy(update=update)
     predictions = cfg.predictions or Path(str(ident.get("predictions")))
     if not predictions.exists():
         raise DataError(
