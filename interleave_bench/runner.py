@@ -145,6 +145,9 @@ class EvalRun:
         }
         if cfg.judge.judge_local is not None:  # only then: older run folders keep their identity
             judge["judge_local"] = str(cfg.judge.judge_local)
+        for key in ("judge_system_prompt", "judge_local_backend"):  # likewise, only when set
+            if key in cfg.judge.identity():
+                judge[key] = cfg.judge.identity()[key]
         return {
             "model": cfg.model,
             "model_type": cfg.model_type,
@@ -160,9 +163,13 @@ class EvalRun:
             ),
         }
 
-    def claim(self) -> None:
+    def claim(self, scorers: tuple[Any, ...] | list[Any] = ()) -> None:
         """Write the manifest: only once prompts, judges and the model are ready, so a start
-        that fails (a download, a judge, a model) leaves nothing that refuses the fixed command."""
+        that fails (a download, a judge, a model) leaves nothing that refuses the fixed command.
+        Each judge scorer's entry says how its judge computes (path, system message, tiles)."""
+        from .judges.local import judge_setup
+
+        setups = {sc.name: setup for sc in scorers if (setup := judge_setup(sc))}
         RunFolder(self.cfg.out, "eval").claim(
             self.identity(),
             {
@@ -170,6 +177,7 @@ class EvalRun:
                 "settings": self.cfg.settings.to_dict(),
                 "templates": self.templates,
                 "world_size": self.world,
+                **({"judge_setup": setups} if setups else {}),
             },
         )
 
@@ -272,7 +280,7 @@ class EvalRun:
             for engine in self.engines:  # fail before hours of generation, not after
                 await engine.backend.preflight()
         adapter = self._adapter() if todo else None
-        self.claim()
+        self.claim(scorers)
         loop = asyncio.get_running_loop()
         bs = max(1, self.cfg.settings.batch_size)
         pool = ThreadPoolExecutor(

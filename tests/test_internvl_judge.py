@@ -284,3 +284,32 @@ def test_server_request_and_manifest(tmp_path, monkeypatch):
     assert a["path"] == "server" and a["system_prompt"] == PHI3_CHAT_SYSTEM
     assert a["max_tiles"] is None  # the server's setting: README's vLLM command sets 12
     assert b["system_prompt"] is None
+
+
+def test_eval_manifest_records_the_judge_setup(tmp_path, monkeypatch):
+    """`ibench eval` (replaying MMIE-format answers) records the same judge setup per scorer, and
+    a changed system message is another run: the folder refuses it instead of mixing verdicts."""
+    from helpers import cli_json, run_cli
+
+    monkeypatch.setenv("OPENAI_API_KEY", KEY)
+    preds, prompts = mmie_predictions(tmp_path)
+    out = tmp_path / "run"
+    args = [
+        "eval", "--model", str(preds), "--model-type", "replay", "--bench", "mmie:sample",
+        "--limit", "1", "--protocol", "mmie", "--protocol-file", str(prompts),
+        "--allow-unofficial", "--judge-model", "MMIE-Score", "--out", str(out),
+    ]  # fmt: skip
+    with FakeOpenAI() as server:
+        code, _ = cli_json(
+            *args, "--judge-base-url", server.url, "--judge-system-prompt", "Be fair."
+        )
+        sent = [b for b in server.requests if image_urls(b)]
+        again = run_cli(*args, "--judge-base-url", server.url)
+    assert code == 0 and sent[0]["messages"][0] == {"role": "system", "content": "Be fair."}
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["judge_setup"]["mmie"] == {
+        "path": "server",
+        "max_tiles": None,
+        "system_prompt": "Be fair.",
+    }
+    assert again.exit_code == 1 and "different settings (judge)" in again.stderr, again.stderr
