@@ -2,6 +2,7 @@
 OpenING's official agreement numbers reproduced from its published files, the official reading
 of duplicated and colliding keys, and the HTML page in headless Chromium."""
 
+import gzip
 import json
 import re
 from pathlib import Path
@@ -14,7 +15,8 @@ from interleave_bench.judges.arena_agreement import position_bias
 from interleave_bench.report.judge_page import consistency_page, opening_page
 from interleave_bench.types import Judgment
 
-ARENA = Path(__file__).resolve().parents[1].parent / "shared" / "reference" / "opening_arena"
+# gzip copies of OpenING's published arena files (tests/data/opening_arena/README.md)
+ARENA_GZ = Path(__file__).resolve().parent / "data" / "opening_arena"
 EXACT = {"rel": 1e-12, "abs": 1e-12}
 
 
@@ -209,9 +211,10 @@ def test_judgments_scorer_is_chosen_only_in_a_file_of_several(tmp_path):
         ),
     ],
 )
-def test_opening_published_agreement_is_reproduced(candidate, published):
-    if not ARENA.is_dir():
-        pytest.skip("the OpenING arena files (shared/reference/opening_arena) are absent")
+def test_opening_published_agreement_is_reproduced(candidate, published, tmp_path):
+    ARENA = tmp_path  # noqa: N806 - the unpacked copies, as a user has them
+    for gz in ARENA_GZ.glob("*.json.gz"):
+        (ARENA / gz.name[:-3]).write_bytes(gzip.decompress(gz.read_bytes()))
     code, res = cli_json(
         "judge", "agreement", "--reference", str(ARENA / "judge_modelAB_results.json"),
         "--candidate", str(ARENA / candidate), "--format", "opening-pairwise",
