@@ -103,6 +103,9 @@ protocols.register("isg", "interleave_bench.scorers.isg:SPEC")
 protocols.register("structure", "interleave_bench.scorers.structure:SPEC")
 protocols.register("text_similarity", "interleave_bench.scorers.similarity:TEXT_SPEC")
 protocols.register("clip_score", "interleave_bench.scorers.similarity:CLIP_SPEC")
+protocols.register("text_critic", "interleave_bench.scorers.text_critic:SPEC")
+protocols.register("visual_alignment", "interleave_bench.scorers.visual_alignment:SPEC")
+protocols.register("format_fidelity", "interleave_bench.scorers.format_fidelity:SPEC")
 
 # model families (see ``models/families.py``): each a FamilySpec declared in its adapter's module
 models: Registry[Any] = Registry("model")
