@@ -2,6 +2,7 @@
 skipping) against the stand-in judge server, and the aggregate against a hand computation."""
 
 import json
+from types import SimpleNamespace
 
 import pytest
 from fake_openai import FakeOpenAI, Reply, image_urls, user_text
@@ -11,7 +12,7 @@ from interleave_bench.judges.cache import JudgmentCache
 from interleave_bench.judges.client import JudgeConfig, OpenAIJudge
 from interleave_bench.judges.engine import JudgeEngine
 from interleave_bench.media import to_data_url
-from interleave_bench.scorers.isg import ISGScorer, tag_map
+from interleave_bench.scorers.isg import ISGScorer, build, tag_map
 from interleave_bench.scorers.isg_prompts import load_isg_prompts, own_prompts
 from interleave_bench.scorers.protocol_files import ProtocolError
 from interleave_bench.types import Interleaved, Prediction, Sample, Segment
@@ -191,6 +192,13 @@ def test_answered_dependencies_ask_a_question_only_after_its_preliminary_was_yes
     asked = [q["Question"] for q in j.metadata["isg_result"]["image"] if "judge" in q]
     assert asked == ["Is a shape drawn?", "Is the shape filled?", "Is a shape drawn?"]
     assert not scorer.comparable
+    opts = SimpleNamespace(protocol_file=prompt_file, allow_unofficial=True, extra={})
+    assert build(opts, scorer.engine).dependencies == "official"
+    opts.extra = {"isg_dependencies": "answered"}
+    assert build(opts, scorer.engine).dependencies == "answered"
+    opts.extra = {"isg_dependencies": "paper"}
+    with pytest.raises(ProtocolError, match="extra.isg_dependencies: expected one of"):
+        build(opts, scorer.engine)
 
 
 def test_text_text_block_question_replaces_tags():

@@ -84,6 +84,9 @@ def print_result(r: Any) -> None:
     if r.invalid_reasons:
         reasons = "; ".join(f"{k}: {v}" for k, v in r.invalid_reasons.items())
         out.print(f"not valid: {reasons}", markup=False)
+    official = r.metadata.get("official")  # a protocol's own printout (ISG's 4-decimal table)
+    if isinstance(official, dict) and isinstance(official.get("text"), str):
+        out.print(official["text"], markup=False, highlight=False)
 
 
 def judging_status(counts: dict[str, int], j: Any, engine: Any) -> str:

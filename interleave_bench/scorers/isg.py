@@ -339,11 +339,18 @@ def row_of(sample: Sample, meta: dict[str, Any]) -> dict[str, Any]:
 
 
 def build(opts: Any, engine: JudgeEngine) -> ISGScorer:
-    """The scorer ``ibench score --protocol isg`` runs (official prompts, pinned hash)."""
+    """The scorer ``ibench score --protocol isg`` runs (official prompts, pinned hash). The
+    dependency rule comes from ``extra: {isg_dependencies: official|answered}`` of a score config."""
     from .isg_prompts import load_isg_prompts
+    from .protocol_files import ProtocolError
 
+    rule = (getattr(opts, "extra", None) or {}).get("isg_dependencies", "official")
+    if rule not in DEPENDENCIES:
+        raise ProtocolError(
+            f"extra.isg_dependencies: expected one of {', '.join(DEPENDENCIES)}, got {rule!r}"
+        )
     prompts = load_isg_prompts(opts.protocol_file, allow_unofficial=opts.allow_unofficial)
-    return ISGScorer(engine, prompts)
+    return ISGScorer(engine, prompts, dependencies=rule)
 
 
 SPEC = ProtocolSpec(
