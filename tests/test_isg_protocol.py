@@ -1,7 +1,6 @@
 """ISG-Bench protocol: prompt file handling, each level's requests (images, order, dependency
 skipping) against the stand-in judge server, and the aggregate against a hand computation."""
 
-import dataclasses
 import hashlib
 import json
 from types import SimpleNamespace
@@ -14,7 +13,7 @@ from interleave_bench.judges.cache import JudgmentCache
 from interleave_bench.judges.client import JudgeConfig, OpenAIJudge
 from interleave_bench.judges.engine import JudgeEngine
 from interleave_bench.media import to_data_url
-from interleave_bench.scorers import isg_prompts
+from interleave_bench.scorers import protocol_files
 from interleave_bench.scorers.isg import ISGScorer, build, tag_map
 from interleave_bench.scorers.isg_prompts import load_isg_prompts, own_prompts
 from interleave_bench.scorers.protocol_files import ProtocolError, fetch_pinned, pinned_files
@@ -74,9 +73,7 @@ def test_prompt_file_is_pinned_read_with_ast_and_own_wording_is_not_comparable(
     # `ibench protocols fetch isg --from FILE` caches a file with the pinned hash; later runs read
     # it offline and call it official (the pin is swapped for our stand-in's hash here)
     digest = hashlib.sha256(prompt_file.read_bytes()).hexdigest()
-    pinned = dataclasses.replace(isg_prompts.ISG_PINNED, sha256=digest)
-    monkeypatch.setattr(isg_prompts, "ISG_PINNED", pinned)
-    monkeypatch.setattr(isg_prompts, "ISG_FILE_SHA256", digest)
+    monkeypatch.setattr(protocol_files, "ISG_FILE_SHA256", digest)
     [pf] = pinned_files("isg")
     fetch_pinned(pf, from_file=prompt_file)
     cached = load_isg_prompts()

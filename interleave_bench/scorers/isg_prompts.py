@@ -14,14 +14,16 @@ import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
-from .protocol_files import PinnedFile, ProtocolError, _fetch, sha256_text
-
-ISG_COMMIT = "de504cdda1cab7bd874c252f670eb1833290db5a"
-ISG_URL = (
-    f"https://raw.githubusercontent.com/Dongping-Chen/ISG/{ISG_COMMIT}/ISG_eval/get_judge_prompt.py"
+from .protocol_files import (
+    ISG_FILE_SHA256,
+    ISG_URL,
+    ProtocolError,
+    _fetch,
+    pinned_files,
+    sha256_text,
 )
-ISG_FILE_SHA256 = "774b3259115e4b0bd7e75b16f14db9bb78acd10dcb43997ea791c26c092afc48"
-ISG_PINNED = PinnedFile(ISG_URL, f"isg-{ISG_COMMIT[:7]}-get_judge_prompt.py", ISG_FILE_SHA256)
+
+__all__ = ["ISG_FILE_SHA256", "ISG_URL", "ISGPrompts", "load_isg_prompts", "own_prompts"]
 
 #: module-level names in the official file -> our names
 STRINGS = {
@@ -139,6 +141,7 @@ def load_isg_prompts(
     A file that is not the pinned one is refused unless ``allow_unofficial``; without any file and
     without network, ``allow_unofficial`` falls back to our own wording (not comparable).
     """
+    [pinned] = pinned_files("isg")
     if protocol_file is not None:
         path = Path(protocol_file)
         try:
@@ -148,18 +151,18 @@ def load_isg_prompts(
         where = str(path)
     else:
         try:
-            data = _fetch(ISG_PINNED.url, ISG_PINNED.cache_path, ISG_PINNED.sha256)
+            data = _fetch(pinned.url, pinned.cache_path, pinned.sha256)
         except ProtocolError:
             if allow_unofficial:
                 return own_prompts()
             raise
-        where = ISG_PINNED.url
+        where = pinned.url
     digest = hashlib.sha256(data).hexdigest()
-    official = digest == ISG_FILE_SHA256
+    official = digest == pinned.sha256
     if not official and not allow_unofficial:
         raise ProtocolError(
-            f"{where}: SHA-256 {digest[:12]}... is not the pinned {ISG_FILE_SHA256[:12]}... of "
-            f"{ISG_URL}; pass --allow-unofficial to use it anyway (not comparable)"
+            f"{where}: SHA-256 {digest[:12]}... is not the pinned {pinned.sha256[:12]}... of "
+            f"{pinned.url}; pass --allow-unofficial to use it anyway (not comparable)"
         )
     try:
         source = data.decode("utf-8")

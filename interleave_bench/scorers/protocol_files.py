@@ -25,6 +25,12 @@ MMIE_CONSTANTS = {
     "MSR_PROMPT": "72bc495ec21b8c185bee68c351981dbc9a041aee2ba1c27bd287caa9099a9681",
 }
 
+ISG_COMMIT = "de504cdda1cab7bd874c252f670eb1833290db5a"
+ISG_URL = (
+    f"https://raw.githubusercontent.com/Dongping-Chen/ISG/{ISG_COMMIT}/ISG_eval/get_judge_prompt.py"
+)
+ISG_FILE_SHA256 = "774b3259115e4b0bd7e75b16f14db9bb78acd10dcb43997ea791c26c092afc48"
+
 OPENING_COMMIT = "56b663bc84ef64960c0253325c4a89cd10ddf7f1"
 OPENING_BASE = f"https://raw.githubusercontent.com/LanceZPF/OpenING/{OPENING_COMMIT}/"
 OPENING_FILES = {
@@ -61,9 +67,7 @@ def pinned_files(protocol: str) -> tuple[PinnedFile, ...]:
     if protocol == "mmie":
         return (PinnedFile(MMIE_URL, f"mmie-{MMIE_COMMIT[:7]}-prompts.py", MMIE_FILE_SHA256),)
     if protocol == "isg":
-        from .isg_prompts import ISG_PINNED
-
-        return (ISG_PINNED,)
+        return (PinnedFile(ISG_URL, f"isg-{ISG_COMMIT[:7]}-get_judge_prompt.py", ISG_FILE_SHA256),)
     kind = {"opening_scores": "detailed_score_system", "opening_pairwise": "judge_system"}.get(
         protocol
     )
