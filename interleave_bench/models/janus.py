@@ -21,9 +21,10 @@ the language model step by step over one KV cache:
 
 Budget: ``max_new_tokens`` counts sampled text tokens; each image adds exactly the model's
 ``num_image_tokens`` codes. ``settings.max_image_tokens`` and ``settings.image_size`` are ignored:
-Janus's VQ decoder only decodes its full native grid. ``settings.batch_size`` is ignored for now:
-prompts run one after another (each with its own generator seeded from ``settings.seed``, so an
-answer does not depend on its neighbours).
+Janus's VQ decoder only decodes its full native grid. ``settings.batch_size`` > 1 decodes that
+many prompts together on one KV cache (``models.janus_batch``; each row with its own generator
+seeded from ``settings.seed``, so an answer does not depend on its neighbours); batch size 1 runs
+this loop, one prompt after another.
 
 Traces (``want_trace``): positions are every generated token; text tokens come from the LM
 vocabulary, image codes from the VQ codebook (``image_mask`` True). ``logprobs`` are under the
@@ -36,12 +37,14 @@ The forced ``<end_of_image>`` has log-prob 0.0 and opens the next text segment.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..media import ImageStore, load_ref
 from ..types import Interleaved, Segment
+from . import janus_batch
 from .base import DecodeTrace, GenerationOutput, GenerationSettings, generate_each
 from .families import FamilySpec
 from .sampling import cache_kwarg, load_pretrained, output_cache, resolve_device, sample_token
@@ -338,18 +341,25 @@ def decode_interleaved(
 def decode_codes(model: Any, processor: Any, codes: list[int]) -> Image.Image:
     """VQ codes of one image -> a PIL image.
 
-    The un-normalisation is done here (``x * std + mean``, then ``/ rescale_factor``, clipped
+    The un-normalisation (``pixels_to_image``) is done here (``x * std + mean``, then ``/ rescale_factor``, clipped
     and truncated to uint8, as the PIL image processor's ``postprocess`` does) because the
     torchvision-backed image processor that transformers picks when torchvision is installed
     does not return PIL images from ``postprocess``.
     """
     import torch
-    from PIL import Image as PILImage
 
-    ip = processor.image_processor
     with torch.no_grad():
         grid = torch.tensor([codes], dtype=torch.long, device=model.device)
         pixels = model.decode_image_tokens(grid)[0].float().cpu()  # (H, W, C), normalised
+    return pixels_to_image(processor, pixels)
+
+
+def pixels_to_image(processor: Any, pixels: torch.Tensor) -> Image.Image:
+    """One decoded ``(H, W, C)`` normalised float CPU tensor -> a PIL image (see ``decode_codes``)."""
+    import torch
+    from PIL import Image as PILImage
+
+    ip = processor.image_processor
     mean = torch.tensor(ip.image_mean, dtype=torch.float32)
     std = torch.tensor(ip.image_std, dtype=torch.float32)
     values = ((pixels * std + mean) / float(ip.rescale_factor)).clamp(0, 255).to(torch.uint8)
@@ -359,8 +369,9 @@ def decode_codes(model: Any, processor: Any, codes: list[int]) -> Image.Image:
 class JanusAdapter:
     """``ModelAdapter`` for Janus/Janus-Pro checkpoints loaded with transformers.
 
-    ``dtype=None`` means bfloat16 on CUDA and float32 on CPU. Prompts are decoded one at a time;
-    a failure on one prompt becomes that prompt's ``error`` and the others still run.
+    ``dtype=None`` means bfloat16 on CUDA and float32 on CPU. Prompts are decoded
+    ``settings.batch_size`` at a time; a failure on one prompt becomes that prompt's ``error``
+    and the others still run.
     """
 
     family = "janus"
@@ -399,18 +410,100 @@ class JanusAdapter:
         *,
         return_trace: bool = False,
     ) -> list[GenerationOutput]:
-        def one(_i: int, prompt: Interleaved) -> tuple[Interleaved, DecodeTrace | None]:
-            inputs = build_prompt_inputs(self.processor, prompt, store)
-            result = decode_interleaved(
-                self.model, self.processor, inputs, settings, want_trace=return_trace
-            )
-            answer = Interleaved(
-                Segment.of_text(p) if isinstance(p, str) else Segment.of_image(store.put_image(p))
-                for p in result.parts
-            )
-            return answer, result.trace
+        """Answers for ``prompts``, ``settings.batch_size`` decoded together (1: one at a time
+        through ``decode_interleaved``). A prompt that cannot be built is its own ``error``; a
+        batch whose decode raises gives that error to each of its prompts."""
+        if settings.batch_size <= 1:
 
-        return generate_each(prompts, one, return_trace=return_trace)
+            def one(_i: int, prompt: Interleaved) -> tuple[Interleaved, DecodeTrace | None]:
+                inputs = build_prompt_inputs(self.processor, prompt, store)
+                result = decode_interleaved(
+                    self.model, self.processor, inputs, settings, want_trace=return_trace
+                )
+                return _answer(result.parts, store), result.trace
+
+            return generate_each(prompts, one, return_trace=return_trace)
+        outputs: list[GenerationOutput] = []
+        for a in range(0, len(prompts), settings.batch_size):
+            outputs.extend(
+                self._generate_batch(
+                    prompts[a : a + settings.batch_size], settings, store, return_trace
+                )
+            )
+        return outputs
+
+    def _generate_batch(
+        self,
+        prompts: list[Interleaved],
+        settings: GenerationSettings,
+        store: ImageStore,
+        return_trace: bool,
+    ) -> list[GenerationOutput]:
+        start = time.perf_counter()
+        outputs: list[GenerationOutput | None] = [None] * len(prompts)
+        good, inputs = [], []
+        for k, prompt in enumerate(prompts):
+            try:
+                inputs.append(build_prompt_inputs(self.processor, prompt, store))
+                good.append(k)
+            except Exception as e:  # noqa: BLE001 - recorded on that prompt's output
+                outputs[k] = GenerationOutput(Interleaved(), error=f"{type(e).__name__}: {e}")
+        try:
+            rows = self.decode_batch(inputs, settings, store, want_trace=return_trace)
+        except Exception as e:  # noqa: BLE001 - the batch failed: each of its prompts says so
+            rows = [e] * len(good)  # type: ignore[list-item]
+        seconds = (time.perf_counter() - start) / max(1, len(prompts))
+        for k, row in zip(good, rows, strict=True):
+            if isinstance(row, Exception):
+                outputs[k] = GenerationOutput(
+                    Interleaved(), error=f"{type(row).__name__}: {row}", seconds=seconds
+                )
+            else:
+                outputs[k] = GenerationOutput(row[0], seconds=seconds, trace=row[1])
+        return [o for o in outputs if o is not None]
+
+    def decode_batch(
+        self,
+        inputs: list[Any],
+        settings: GenerationSettings,
+        store: ImageStore,
+        generators: list[torch.Generator | None] | None = None,
+        *,
+        want_trace: bool = True,
+    ) -> list[tuple[Interleaved, DecodeTrace | None]]:
+        """Decode prompt rows (``build_prompt_inputs`` outputs) together, images stored in
+        ``store``; ``generators[i]`` draws row i (rollouts seed one per prompt and group
+        member). One row goes through ``decode_interleaved``, the single-row loop."""
+        if len(inputs) == 1:
+            gen = generators[0] if generators else None
+            results = [
+                decode_interleaved(
+                    self.model,
+                    self.processor,
+                    inputs[0],
+                    settings,
+                    want_trace=want_trace,
+                    generator=gen,
+                )
+            ]
+        else:
+            results = janus_batch.decode_batch(
+                self.model,
+                self.processor,
+                inputs,
+                settings,
+                want_trace=want_trace,
+                generators=generators,
+            )
+        return [(_answer(r.parts, store), r.trace) for r in results]
+
+
+def _answer(parts: list[Any], store: ImageStore) -> Interleaved:
+    """Decoded parts (text, PIL images) as an answer whose images live in ``store``."""
+    return Interleaved(
+        Segment.of_text(p) if isinstance(p, str) else Segment.of_image(store.put_image(p))
+        for p in parts
+    )
 
 
 FAMILY = FamilySpec(

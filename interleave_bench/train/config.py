@@ -102,6 +102,9 @@ class TrainConfig(BaseTrainConfig):
     max_samples: int | None = None  # use only the first N samples as the prompt pool
     prompts_per_step: int = 2  # over all processes
     group_size: int = 4
+    # rollouts decoded together on one KV cache (Janus, Emu3): None = all of a step's rollouts
+    # on this process (prompts_per_step / processes * group_size); lower it when they do not fit
+    rollout_batch_size: int | None = None
     beta: float = 0.04  # 0: no reference model at all
     eps_low: float = 0.2
     eps_high: float = 0.2
@@ -130,5 +133,14 @@ class TrainConfig(BaseTrainConfig):
 
     __config_keys__: ClassVar[dict[str, type]] = {"generation": GenerationSettings}
 
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if "batch_size" in (self.generation or {}):
+            raise ValueError("generation.batch_size: set rollout_batch_size instead")
+        if self.rollout_batch_size is not None and self.rollout_batch_size < 1:
+            raise ValueError(f"rollout_batch_size: must be >= 1, got {self.rollout_batch_size}")
+
     def settings(self) -> GenerationSettings:
-        return GenerationSettings(**{**self.generation, "seed": self.seed})
+        """Rollout settings; ``batch_size`` is ``rollout_batch_size`` (unset: the whole step)."""
+        batch = self.rollout_batch_size or self.prompts_per_step * self.group_size
+        return GenerationSettings(**{**self.generation, "seed": self.seed, "batch_size": batch})

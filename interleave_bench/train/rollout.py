@@ -3,8 +3,9 @@
 A rollout keeps what the trainer needs to rebuild and score the answer: the processor inputs of
 its prompt, the interleaved output (images stored in the run's ``ImageStore``, so rewards see real
 pictures) and the ``DecodeTrace`` (token ids, per-token log-probs under the sampled distribution,
-the text/image mask and segment spans). Reusing ``decode_interleaved`` rather than a training-only
-sampler means the policy is trained on exactly the answers that evaluation would produce.
+the text/image mask and segment spans). Reusing the family's decode loop rather than a
+training-only sampler means the policy is trained on exactly the answers that evaluation would
+produce. ``settings.batch_size`` rollouts decode together (``TrainConfig.rollout_batch_size``).
 
 Image-token log-probs: the loop samples image codes from the CFG-guided distribution and records
 both the guided (``trace.logprobs``) and the conditional (``trace.cond_logprobs``) log-prob.
@@ -12,7 +13,8 @@ both the guided (``trace.logprobs``) and the conditional (``trace.cond_logprobs`
 in ``train.policy_logprobs`` must use the same choice (it does when given the same option).
 
 Seeding: rollout ``g`` of prompt ``i`` draws from its own ``torch.Generator`` seeded from
-``(seed, i, g)``, so a step's rollouts depend only on the seed and the weights (what resume needs).
+``(seed, i, g)``, so a step's rollouts depend only on the seed and the weights (what resume needs),
+not on the batch size or on which rollouts shared a batch.
 """
 
 from __future__ import annotations
@@ -25,13 +27,8 @@ from typing import Any, Literal
 from ..media import ImageStore
 from ..models.base import DecodeTrace, GenerationSettings
 from ..models.families import family_of
-from ..models.janus import (
-    JanusAdapter,
-    build_prompt_inputs,
-    decode_interleaved,
-    janus_token_ids,
-)
-from ..types import Interleaved, Prediction, Sample, Segment
+from ..models.janus import JanusAdapter, build_prompt_inputs, janus_token_ids
+from ..types import Interleaved, Prediction, Sample
 
 ImageLogprob = Literal["cfg", "cond"]
 IMAGE_LOGPROBS: tuple[str, ...] = ("cfg", "cond")
@@ -185,36 +182,37 @@ def _rollout_unified(
     decode: Any,
     inputs_of: Any,
 ) -> list[Rollout]:
-    """Janus / Emu3: one answer at a time through the family's decode loop, each with its own
-    seeded generator."""
+    """Janus / Emu3: the step's answers ``settings.batch_size`` at a time through the family's
+    decode loop (prompt-major, so a batch of at least ``group_size`` holds whole groups), each
+    row with its own generator seeded from ``(seed, prompt, g)``: an answer does not depend on
+    the rows it shared a batch with. A batch whose decode raises gives each of its rollouts the
+    error (no reward, no gradient) and the step goes on."""
     import torch
 
+    inputs = [inputs_of(prompt) for prompt in prompts]
+    jobs = [(i, g) for i in range(len(prompts)) for g in range(group_size)]
+    size = max(1, settings.batch_size)
     out: list[Rollout] = []
-    for i, prompt in enumerate(prompts):
-        inputs = inputs_of(prompt)
-        for g in range(group_size):
-            s = rollout_seed(seed, prompt_offset + i, g)
-            gen = torch.Generator(device=adapter.model.device).manual_seed(s)
-            start = time.perf_counter()
-            try:
-                answer, trace, sampled = decode(adapter, inputs, settings, gen, store)
-            except Exception as e:  # one failing answer must not lose the step
+    for a in range(0, len(jobs), size):
+        chunk = jobs[a : a + size]
+        seeds = [rollout_seed(seed, prompt_offset + i, g) for i, g in chunk]
+        gens = [torch.Generator(device=adapter.model.device).manual_seed(s) for s in seeds]
+        start = time.perf_counter()
+        try:
+            rows = decode(adapter, [inputs[i] for i, _ in chunk], settings, gens, store)
+            error = None
+        except Exception as e:  # one failing batch must not lose the step
+            rows, error = None, f"{type(e).__name__}: {e}"
+        each = (time.perf_counter() - start) / len(chunk)
+        for k, ((i, _g), s) in enumerate(zip(chunk, seeds, strict=True)):
+            if rows is None:
+                trace = DecodeTrace(cond_logprobs=[])
                 out.append(
-                    Rollout(
-                        i,
-                        prompt,
-                        inputs,
-                        Interleaved(),
-                        DecodeTrace(cond_logprobs=[]),
-                        s,
-                        time.perf_counter() - start,
-                        f"{type(e).__name__}: {e}",
-                        [],
-                    )
+                    Rollout(i, prompts[i], inputs[i], Interleaved(), trace, s, each, error, [])
                 )
                 continue
-            elapsed = time.perf_counter() - start
-            out.append(Rollout(i, prompt, inputs, answer, trace, s, elapsed, None, sampled))
+            answer, trace, sampled = rows[k]
+            out.append(Rollout(i, prompts[i], inputs[i], answer, trace, s, each, None, sampled))
     return out
 
 
@@ -255,29 +253,41 @@ def rollout_text(
 
 
 def _decode_janus(
-    adapter: Any, inputs: Any, settings: GenerationSettings, gen: Any, store: ImageStore
-) -> tuple[Interleaved, DecodeTrace, list[bool]]:
-    res = decode_interleaved(
-        adapter.model, adapter.processor, inputs, settings, want_trace=True, generator=gen
-    )
-    assert res.trace is not None
-    answer = Interleaved(
-        Segment.of_text(p) if isinstance(p, str) else Segment.of_image(store.put_image(p))
-        for p in res.parts
-    )
+    adapter: Any,
+    inputs: list[Any],
+    settings: GenerationSettings,
+    gens: list[Any],
+    store: ImageStore,
+) -> list[tuple[Interleaved, DecodeTrace, list[bool]]]:
+    """Janus rows decoded together (one row: the single-row loop) with the rollouts' generators."""
+    rows = adapter.decode_batch(inputs, settings, store, gens)
     eoi = janus_token_ids(adapter.model, adapter.processor).eoi
-    tr = res.trace
-    sampled = [bool(m) or t != eoi for t, m in zip(tr.token_ids, tr.image_mask, strict=True)]
-    return answer, tr, sampled
+    out = []
+    for answer, tr in rows:
+        sampled = [bool(m) or t != eoi for t, m in zip(tr.token_ids, tr.image_mask, strict=True)]
+        out.append((answer, tr, sampled))
+    return out
 
 
 def _decode_emu3(
-    adapter: Any, inputs: Any, settings: GenerationSettings, gen: Any, store: ImageStore
-) -> tuple[Interleaved, DecodeTrace, list[bool]]:
-    """Emu3's own decode path (the one eval uses) with the rollout's generator."""
-    answer, trace = adapter.decode(inputs, settings, store, gen)
-    steps = adapter.grammar(settings).replay(trace.token_ids)
-    return answer, trace, [st.forced is None for st in steps]
+    adapter: Any,
+    inputs: list[Any],
+    settings: GenerationSettings,
+    gens: list[Any],
+    store: ImageStore,
+) -> list[tuple[Interleaved, DecodeTrace, list[bool]]]:
+    """Emu3's own decode path (the one eval uses) with the rollouts' generators: batched when
+    the adapter has ``decode_batch`` (same contract as ``JanusAdapter.decode_batch``), else row
+    by row."""
+    if hasattr(adapter, "decode_batch"):
+        rows = adapter.decode_batch(inputs, settings, store, gens)
+    else:
+        rows = [adapter.decode(x, settings, store, g) for x, g in zip(inputs, gens, strict=True)]
+    grammar = adapter.grammar(settings)
+    return [
+        (answer, trace, [st.forced is None for st in grammar.replay(trace.token_ids)])
+        for answer, trace in rows
+    ]
 
 
 def janus_structural_ids(adapter: Any) -> frozenset[int]:
