@@ -58,7 +58,8 @@ def tag_map(query: Interleaved, answer: Interleaved) -> dict[str, Content]:
         for seg in seq:
             kind = "text" if seg.text is not None else "img"
             n[kind] += 1
-            tags[f"<{prefix}_{kind}{n[kind]}>"] = seg.text if seg.text is not None else seg.image  # type: ignore[assignment]
+            content = seg.text if seg.text is not None else seg.image
+            tags[f"<{prefix}_{kind}{n[kind]}>"] = content  # type: ignore[assignment]
     return tags
 
 
