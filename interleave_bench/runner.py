@@ -167,7 +167,7 @@ class EvalRun:
         """Write the manifest: only once prompts, judges and the model are ready, so a start
         that fails (a download, a judge, a model) leaves nothing that refuses the fixed command.
         Each judge scorer's entry says how its judge computes (path, system message, tiles)."""
-        from .judges.local import judge_setup
+        from .judges.local_backends import judge_setup
 
         setups = {sc.name: setup for sc in scorers if (setup := judge_setup(sc))}
         RunFolder(self.cfg.out, "eval").claim(

@@ -276,7 +276,7 @@ def check_judge_key(spec: JudgeSpec) -> None:
 def engine_for(spec: JudgeSpec, cache: JudgmentCache | None) -> JudgeEngine:
     """The judge ``spec`` describes, answering through ``cache``."""
     if spec.judge_local is not None:
-        from .judges.local import local_judge
+        from .judges.local_backends import local_judge
 
         try:
             backend: Any = local_judge(
@@ -430,7 +430,7 @@ def score_identity(opts: ScoreConfig) -> dict[str, Any]:
 
 
 def manifest(opts: ScoreConfig, revision: str, scorer: Scorer) -> dict[str, Any]:
-    from .judges.local import judge_setup
+    from .judges.local_backends import judge_setup
 
     prompts = getattr(scorer, "prompts", None) or getattr(scorer, "prompt", None)
     return {

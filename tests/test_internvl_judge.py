@@ -25,7 +25,8 @@ from interleave_bench.judges.internvl import (
     pixel_values,
     tiles,
 )
-from interleave_bench.judges.local import _Pending, judge_setup, local_judge
+from interleave_bench.judges.local import _Pending
+from interleave_bench.judges.local_backends import judge_setup, local_judge
 from interleave_bench.judges.request import JudgeRequest, Part
 from interleave_bench.scorers.mmie import MMIEScorer
 from interleave_bench.scorers.protocol_files import load_mmie_prompts
