@@ -2,12 +2,7 @@
 
 from __future__ import annotations
 
-from importlib.metadata import PackageNotFoundError, version
-
-try:
-    __version__ = version("interleave-bench")
-except PackageNotFoundError:  # running from a source tree without installation
-    __version__ = "0.0.0+unknown"
+from .version import __version__
 
 
 def load_benchmark(*args, **kwargs):  # noqa: D103 - documented where it lives
@@ -16,5 +11,12 @@ def load_benchmark(*args, **kwargs):  # noqa: D103 - documented where it lives
     return _load(*args, **kwargs)
 
 
+def read_run(path):  # noqa: D103 - documented where it lives
+    from .frames import read_run as _read  # pandas only when asked for
+
+    return _read(path)
+
+
 load_benchmark.__doc__ = "See interleave_bench.benchmarks.load_benchmark."
-__all__ = ["__version__", "load_benchmark"]
+read_run.__doc__ = "See interleave_bench.frames.read_run: a run folder's pandas frames."
+__all__ = ["__version__", "load_benchmark", "read_run"]

@@ -20,9 +20,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
-from . import __version__
 from .benchmarks.problems import DataError
 from .benchmarks.readers import MAX_JSON_DEPTH, load_json
+from .version import __version__
 
 try:
     import fcntl

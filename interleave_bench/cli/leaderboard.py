@@ -40,6 +40,9 @@ def show_cmd(
     ] = None,
     lb_dir: DirOpt = None,
     as_json: JsonOpt = False,
+    as_csv: Annotated[
+        bool, typer.Option("--csv", help="Print the rows as CSV (the pandas frame).")
+    ] = False,
 ) -> None:
     """Print a leaderboard: per-category columns, intervals, the comparable flag and sources."""
     from ..leaderboard.schema import BoardError
@@ -57,6 +60,11 @@ def show_cmd(
         raise fail(str(e), 2) from None
     for p in board.problems:
         err.print(f"skipped: {p}", markup=False, highlight=False)
+    if as_csv:
+        from ..frames import leaderboard_frame
+
+        print(leaderboard_frame(bench, lb_dir, sort).to_csv(index=False), end="")
+        return
     if as_json:
         print_json([flat(board, r, g.rank_of(r)) for g in groups for r in g.rows])
         return

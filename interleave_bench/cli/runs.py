@@ -27,6 +27,9 @@ def runs_compare(
         Path | None,
         typer.Option("--html", dir_okay=False, help="Also write the table as an HTML page here."),
     ] = None,
+    as_csv: Annotated[
+        bool, typer.Option("--csv", help="Print the rows as CSV (the pandas frame).")
+    ] = False,
 ) -> None:
     """Overall and per-category scores of several runs side by side, with counts and judge."""
     from ..compare import categories, read_rows, to_html, to_json
@@ -38,6 +41,11 @@ def runs_compare(
         raise fail(str(e)) from None
     if html_out is not None:
         html_out.write_text(to_html(rows), encoding="utf-8")
+    if as_csv:
+        from ..frames import compare_frame
+
+        print(compare_frame(runs).to_csv(index=False), end="")
+        return
     if as_json:
         print_json(to_json(rows))
         return
