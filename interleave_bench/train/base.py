@@ -76,6 +76,8 @@ class TrainerBase:
         else:
             self.model.requires_grad_(True)
         self.freeze()
+        if self.cfg.gradient_checkpointing:
+            enable_gradient_checkpointing(self.model)
 
     def freeze(self) -> None:
         """Hook: switch off gradients of parts that must not train (after peft)."""
@@ -263,3 +265,29 @@ class TrainerBase:
 
     def records(self) -> list[dict[str, Any]]:
         return read_log(self.log_path)
+
+
+def enable_gradient_checkpointing(model: Any) -> None:
+    """Checkpoint every decoder layer of ``model`` (a transformers or peft model). It only acts
+    in train mode with grad enabled, so rollouts and a frozen reference (eval mode) are
+    unaffected. Non-reentrant checkpointing: gradients reach LoRA adapters even though the
+    frozen embeddings' outputs need no grad, and no KV cache is built in a training forward."""
+    if not getattr(model, "supports_gradient_checkpointing", False):
+        raise ValueError(f"{type(model).__name__} does not support gradient_checkpointing")
+    kwargs = {"use_reentrant": False}
+    enable = getattr(model, "activation_checkpointing_enable", None)  # transformers >= 5.2x
+    if enable is not None:
+        enable(activation_checkpointing_kwargs=kwargs)
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+
+
+def train_checkpointed_layers(model: Any) -> None:
+    """Put only the checkpointed layers in train mode, where checkpointing acts. With dropout
+    disabled that is their only effect, and the rest keeps its mode: Emu3's VQ encoder has
+    BatchNorm, which train mode would switch to batch statistics."""
+    from transformers.modeling_layers import GradientCheckpointingLayer
+
+    for module in model.modules():
+        if isinstance(module, GradientCheckpointingLayer) and module.gradient_checkpointing:
+            module.train()

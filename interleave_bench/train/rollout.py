@@ -283,11 +283,11 @@ def _decode_emu3(
         rows = adapter.decode_batch(inputs, settings, store, gens)
     else:
         rows = [adapter.decode(x, settings, store, g) for x, g in zip(inputs, gens, strict=True)]
-    grammar = adapter.grammar(settings)
-    return [
-        (answer, trace, [st.forced is None for st in grammar.replay(trace.token_ids)])
-        for answer, trace in rows
-    ]
+    out = []
+    for answer, trace in rows:  # a fresh grammar per row: replay moves the state machine on
+        steps = adapter.grammar(settings).replay(trace.token_ids)
+        out.append((answer, trace, [st.forced is None for st in steps]))
+    return out
 
 
 def janus_structural_ids(adapter: Any) -> frozenset[int]:

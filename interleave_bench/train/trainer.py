@@ -34,7 +34,7 @@ from ..models.families import family_of
 from ..models.prompts import build_prompt
 from ..scorers.structure import StructureScorer, structure_of
 from ..types import Sample
-from .base import LOG_NAME, TrainerBase
+from .base import LOG_NAME, TrainerBase, train_checkpointed_layers
 from .checkpoints import read_log
 from .config import TrainConfig
 from .distributed import main_process
@@ -194,6 +194,8 @@ class GRPOTrainer(TrainerBase):
             with torch.no_grad(), self.ref.active() as ref_adapter:
                 ref = batch_logprobs(ref_adapter, rolls, settings, image_logprob=cfg.image_logprob)  # type: ignore[arg-type]
         self.model.train()
+        if cfg.gradient_checkpointing:  # it acts in train mode only
+            train_checkpointed_layers(self.model)
         metrics: dict[str, list[float]] = {}
         b = len(rolls)
         n_chunks = 1 if self.engine is not None else cfg.grad_accum  # DeepSpeed: one backward
