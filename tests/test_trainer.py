@@ -176,20 +176,6 @@ def test_emu3_grpo_smoke(tiny_emu3, tmp_path):
         assert torch.isfinite(torch.tensor([r["loss"], r["kl"]])).all()
 
 
-def test_emu3_structure_reward_rises_with_the_tiny_recipe(tiny_emu3, tmp_path):
-    """The tiny Emu3 recipe as shipped (``train/tiny_emu3_grpo.yaml``): the "TIT" structure reward
-    rises clearly over 16 steps (seed 0: about 0.77 -> 0.96 over the first/last four steps)."""
-    import yaml
-
-    recipe = yaml.safe_load((RECIPES / "tiny_emu3_grpo.yaml").read_text())
-    recipe.update(model=str(tiny_emu3), output_dir=str(tmp_path / "emu3"), save_final=False)
-    result = GRPOTrainer(TrainConfig(**recipe)).train()
-    rewards = [r["reward_mean"] for r in read_log(result.log_path)]
-    first, last = sum(rewards[:4]) / 4, sum(rewards[-4:]) / 4
-    print(f"emu3 reward {first:.3f} -> {last:.3f} ({result.seconds:.1f}s): {rewards}")
-    assert len(rewards) == 16 and last > first + 0.1, rewards
-
-
 def test_train_cli_runs_the_tiny_recipe(tmp_path):
     from helpers import cli_json, run_cli
 

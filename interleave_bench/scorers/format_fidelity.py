@@ -45,6 +45,9 @@ class TokenStream:
     ``open_ids``: tokens that start an image (Janus ``<begin_of_image>``, sampled as text; Emu3
     ``<|image start|>``, the first position of the image span). ``close_ids``: tokens that end
     one. ``image_tokens``: codes per image when the family fixes it (Janus), else ``None``.
+    ``delimiters_in_span``: the start and end tokens are the first and last positions of the image
+    span (Emu3) rather than text positions around it (Janus, whose codes come from a separate
+    codebook, so a code may equal any text id and is never read as a delimiter).
     ``image_mask[i]`` is true on positions that belong to an image span.
     """
 
@@ -55,6 +58,7 @@ class TokenStream:
     eos_ids: frozenset[int]
     image_tokens: int | None = None
     max_images: int | None = None
+    delimiters_in_span: bool = False
 
 
 @dataclass(frozen=True)
@@ -66,6 +70,7 @@ class StreamSpec:
     eos_ids: frozenset[int]
     image_tokens: int | None = None
     max_images: int | None = None
+    delimiters_in_span: bool = False
 
     def of(self, token_ids: Sequence[int], image_mask: Sequence[bool]) -> TokenStream:
         return TokenStream(
@@ -76,6 +81,7 @@ class StreamSpec:
             self.eos_ids,
             self.image_tokens,
             self.max_images,
+            self.delimiters_in_span,
         )
 
 
@@ -90,6 +96,7 @@ def attach_stream(prediction: Prediction, stream: TokenStream) -> Prediction:
         "eos_ids": sorted(stream.eos_ids),
         "image_tokens": stream.image_tokens,
         "max_images": stream.max_images,
+        "delimiters_in_span": stream.delimiters_in_span,
     }
     return prediction
 
@@ -107,6 +114,7 @@ def stream_of(prediction: Prediction) -> TokenStream | None:
         frozenset(d["eos_ids"]),
         d.get("image_tokens"),
         d.get("max_images"),
+        bool(d.get("delimiters_in_span", False)),
     )
 
 
@@ -116,7 +124,6 @@ def stream_violations(stream: TokenStream) -> tuple[list[str], int]:
     if len(ids) != len(mask):
         raise ValueError(f"{len(ids)} token ids but {len(mask)} image-mask entries")
     n = len(ids)
-    delims = stream.open_ids | stream.close_ids
     out: list[str] = []
     images = 0
     i = 0
@@ -126,9 +133,14 @@ def stream_violations(stream: TokenStream) -> tuple[list[str], int]:
             while j < n and mask[j]:
                 j += 1
             images += 1
-            opened = ids[i] in stream.open_ids or (i > 0 and ids[i - 1] in stream.open_ids)
-            closed = ids[j - 1] in stream.close_ids or (j < n and ids[j] in stream.close_ids)
-            content = sum(1 for t in ids[i:j] if t not in delims)
+            if stream.delimiters_in_span:  # Emu3: start and end are the span's own ends
+                opened = ids[i] in stream.open_ids
+                closed = j - i > 1 and ids[j - 1] in stream.close_ids
+                content = (j - i) - opened - closed
+            else:  # Janus: the codes (a separate codebook: any id) sit between text-side tokens
+                opened = i > 0 and ids[i - 1] in stream.open_ids
+                closed = j < n and ids[j] in stream.close_ids
+                content = j - i
             if not opened:
                 out.append("unopened_image")
             if not closed:
@@ -138,7 +150,7 @@ def stream_violations(stream: TokenStream) -> tuple[list[str], int]:
             elif stream.image_tokens is not None and content != stream.image_tokens:
                 out.append("truncated_image")
             # a text-side close token right after the span belongs to it
-            i = j + 1 if j < n and ids[j] in stream.close_ids else j
+            i = j + 1 if closed and not stream.delimiters_in_span else j
             continue
         t = ids[i]
         if t in stream.open_ids and not (i + 1 < n and mask[i + 1]):

@@ -34,9 +34,7 @@ class BaseTrainConfig:
     ``"8bit"`` loads the base model through bitsandbytes (QLoRA; CUDA only, needs ``lora``).
     ``grad_accum``: micro-batches per optimizer update. ``report_to``: ``none``, or the
     experiment tracker (``tensorboard``, ``wandb``, ``mlflow``) that also receives each step's
-    numbers (``train.trackers``). ``gradient_checkpointing``: keep only each decoder layer's
-    inputs and recompute its activations in backward (same loss and gradients, less memory,
-    about one more forward per update). Data parallelism and DeepSpeed come from
+    numbers (``train.trackers``). Data parallelism and DeepSpeed come from
     the launcher (``torchrun`` / ``accelerate launch``), not from a key (``train.distributed``).
     """
 
@@ -54,7 +52,6 @@ class BaseTrainConfig:
     seed: int = 0
     device: str = "cpu"
     report_to: str = "none"
-    gradient_checkpointing: bool = False  # recompute layer activations in backward: less memory
 
     #: mapping-valued keys whose inner keys are checked against a settings class
     __config_keys__: ClassVar[dict[str, type]] = {}
@@ -116,6 +113,9 @@ class TrainConfig(BaseTrainConfig):
     scale_rewards: str = "group"
     image_logprob: str = "cond"  # "cfg" | "cond": which image log-probs form the ratio
     updates_per_rollout: int = 1
+    #: zero every dropout (TRL's default): the policy forward, the rollout's old log-probs and
+    #: the reference then see the same function, so the first update's ratio is 1
+    disable_dropout: bool = True
     dynamic_sampling: bool = False  # drop zero-spread groups and refill with new prompts
     max_refill_rounds: int = 3
     process_weight: float = 0.0  # > 0: add process advantages (per-segment structure rewards)

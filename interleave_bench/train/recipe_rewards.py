@@ -70,13 +70,15 @@ def build_reward(cfg: TrainConfig, default_scorer: Any) -> Any:
 
 
 _PROTOCOL_OPTIONS = ("protocol_file", "allow_unofficial", "clip_model", "extra")
+#: options of the hybrid-reward protocols, passed to their builders through ``extra``
+_EXTRA_OPTIONS = ("backend", "imagereward_model", "max_images", "require_text")
 
 
 def _option_names() -> set[str]:
     """A component's ``options``: the ``JudgeSpec`` fields and the protocol's own settings."""
     from ..config import JudgeSpec
 
-    return set(JudgeSpec.model_fields) | set(_PROTOCOL_OPTIONS)
+    return set(JudgeSpec.model_fields) | set(_PROTOCOL_OPTIONS) | set(_EXTRA_OPTIONS)
 
 
 def _scorer(cfg: TrainConfig, protocol: str, options: dict[str, Any], where: str) -> Any:
@@ -88,6 +90,11 @@ def _scorer(cfg: TrainConfig, protocol: str, options: dict[str, Any], where: str
 
         return StructureScorer(expected=options.pop("expected", cfg.expected), prefer_gold=False)
     own = {k: options.pop(k) for k in _PROTOCOL_OPTIONS if k in options}
+    moved = {k: options.pop(k) for k in _EXTRA_OPTIONS if k in options}
+    if moved:
+        own["extra"] = {**(own.get("extra") or {}), **moved}
+    if protocol == "format_fidelity":  # the recipe's image limit unless the component sets one
+        own.setdefault("extra", {}).setdefault("max_images", cfg.generation.get("max_images"))
     for k in ("protocol_file", "clip_model"):
         if own.get(k) is not None:
             own[k] = Path(own[k])
@@ -106,3 +113,69 @@ def _scorer(cfg: TrainConfig, protocol: str, options: dict[str, Any], where: str
     )
     opts.out.mkdir(parents=True, exist_ok=True)
     return build_scorer(opts, build_engine(opts))
+
+
+# --------------------------------------------------------------------------- logging and streams
+
+
+def reward_failures(reward: Any) -> dict[str, int]:
+    """``{"<component>: <reason>": count}`` of the latest call's judgments that were not ok (the
+    ``None`` rewards), from a ``NativeReward`` or each component of a ``HybridReward``."""
+    parts = getattr(reward, "components", None)
+    named = (
+        [(n, r) for n, (r, _) in parts.items()]
+        if isinstance(parts, dict)
+        else [(getattr(reward, "__name__", "reward"), reward)]
+    )
+    out: dict[str, int] = {}
+    for name, r in named:
+        for j in getattr(r, "last_judgments", None) or []:
+            if j.status != "ok":
+                key = f"{name}: {j.status}: {j.reason or 'no reason'}"
+                out[key] = out.get(key, 0) + 1
+    return dict(sorted(out.items()))
+
+
+def failure_fields(parts: list[dict[str, Any]]) -> dict[str, Any]:
+    """The step record's failure fields from every process's reward metrics: reward failures by
+    reason (``reward_failures``, their total ``reward_failure_count``) and the rollout error
+    messages (``rollout_errors``, each message once with its count)."""
+    failures: dict[str, int] = {}
+    errors: dict[str, int] = {}
+    for p in parts:
+        for reason, n in (p.get("reward_failures") or {}).items():
+            failures[reason] = failures.get(reason, 0) + n
+        for message in p.get("rollout_errors") or []:
+            errors[message] = errors.get(message, 0) + 1
+    return {
+        "reward_failures": dict(sorted(failures.items())),
+        "reward_failure_count": sum(failures.values()),
+        "rollout_errors": dict(sorted(errors.items())),
+    }
+
+
+def stream_spec(adapter: Any, settings: Any) -> Any:
+    """The family's structure tokens for ``format_fidelity``'s token-stream checks (None for a
+    family without images)."""
+    from ..scorers.format_fidelity import StreamSpec
+
+    family = getattr(adapter, "family", None)
+    if family == "janus":
+        from ..models.janus import janus_token_ids
+
+        ids = janus_token_ids(adapter.model, adapter.processor)
+        n = int(adapter.model.config.vision_config.num_image_tokens)
+        return StreamSpec(
+            frozenset({ids.boi}), frozenset({ids.eoi}), frozenset(ids.eos), n, settings.max_images
+        )
+    if family == "emu3":
+        v = adapter.vocab
+        return StreamSpec(
+            frozenset({v.boi}),
+            frozenset({v.eoi}),
+            frozenset(v.eos),
+            None,
+            settings.max_images,
+            delimiters_in_span=True,
+        )
+    return None

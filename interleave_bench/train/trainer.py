@@ -32,9 +32,10 @@ import torch
 from ..media import ImageStore
 from ..models.families import family_of
 from ..models.prompts import build_prompt
+from ..scorers.format_fidelity import attach_stream
 from ..scorers.structure import StructureScorer, structure_of
 from ..types import Sample
-from .base import LOG_NAME, TrainerBase, train_checkpointed_layers
+from .base import LOG_NAME, TrainerBase
 from .checkpoints import read_log
 from .config import TrainConfig
 from .distributed import main_process
@@ -44,7 +45,7 @@ from .peft_setup import Reference
 from .policy_logprobs import batch_logprobs, batch_mask, old_logprobs
 from .process import prefix_structure_reward, segment_letter
 from .progress import grpo_metrics
-from .recipe_rewards import build_reward
+from .recipe_rewards import build_reward, failure_fields, reward_failures, stream_spec
 from .rollout import IMAGE_LOGPROBS, Rollout, rollout, rollout_predictions
 from .step_log import console_line, image_logprob_sums, merge_record
 
@@ -76,7 +77,11 @@ class GRPOTrainer(TrainerBase):
         self.cfg: TrainConfig = config
         self.store = ImageStore(self.out / "images")
         self.setup_policy(self.load_policy())
+        if config.disable_dropout:  # before the reference copies the model
+            disable_dropout(self.model)
         self.family = self.adapter.family
+        self.max_completion_length = max_completion_length(self.adapter, config.settings())
+        self.stream_spec = stream_spec(self.adapter, config.settings())
         # the reference is the *initial* policy, also after a resume
         self.ref = Reference(self.adapter, self.peft) if config.beta > 0 else None
         self.setup_optimizer()
@@ -102,12 +107,16 @@ class GRPOTrainer(TrainerBase):
         k = self.cfg.prompts_per_step
         return rng.sample(range(n), k) if k <= n else [rng.randrange(n) for _ in range(k)]
 
-    def _score(self, picked: list[Sample], rolls: list[Rollout]) -> tuple[list, dict[str, float]]:
+    def _score(self, picked: list[Sample], rolls: list[Rollout]) -> tuple[list, dict[str, Any]]:
         samples, preds = rollout_predictions(rolls, picked, self.cfg.model)
+        if self.stream_spec is not None:  # format_fidelity checks the emitted tokens
+            for r, p in zip(rolls, preds, strict=True):
+                attach_stream(p, self.stream_spec.of(r.trace.token_ids, r.trace.image_mask))
         result = self.reward(samples, preds)
+        failures = reward_failures(self.reward)
         if hasattr(result, "total"):  # HybridReward: per-component values for the log
-            return list(result.total), result.metrics()
-        return list(result), {}
+            return list(result.total), {**result.metrics(), "reward_failures": failures}
+        return list(result), {"reward_failures": failures}
 
     def _collect(self, step: int) -> tuple[list[Sample], list[Rollout], list, dict[str, Any]]:
         """This process's groups for the step: rollouts, rewards and reward metrics. With dynamic
@@ -118,6 +127,7 @@ class GRPOTrainer(TrainerBase):
         metrics: dict[str, Any] = {}
         need = cfg.prompts_per_step // self.dist.world
         dropped = rounds = 0
+        errors: list[str] = []
         while True:
             idx, offset = self.dist.shard(self._prompt_indices(step, rounds))
             picked = [self.samples[i] for i in idx]
@@ -133,6 +143,11 @@ class GRPOTrainer(TrainerBase):
             rewards, m = self._score(picked, rolls)
             if rounds == 0:
                 metrics = m
+            else:  # every round's failures count
+                seen = metrics["reward_failures"]
+                for reason, n in m["reward_failures"].items():
+                    seen[reason] = seen.get(reason, 0) + n
+            errors.extend(r.error for r in rolls if r.error is not None)
             spread = dynamic_sampling_mask(rewards, g).tolist() if cfg.dynamic_sampling else []
             for i, sample in enumerate(picked):
                 group = rewards[i * g : (i + 1) * g]
@@ -153,6 +168,7 @@ class GRPOTrainer(TrainerBase):
                     picked_all, rolls_all, rewards_all = picked, rolls, rewards
                 break
         metrics.update({"groups_dropped": dropped, "sampling_rounds": rounds})
+        metrics["rollout_errors"] = errors
         return picked_all, rolls_all, rewards_all, metrics
 
     def _advantages(
@@ -193,9 +209,9 @@ class GRPOTrainer(TrainerBase):
         if self.ref is not None:
             with torch.no_grad(), self.ref.active() as ref_adapter:
                 ref = batch_logprobs(ref_adapter, rolls, settings, image_logprob=cfg.image_logprob)  # type: ignore[arg-type]
-        self.model.train()
-        if cfg.gradient_checkpointing:  # it acts in train mode only
-            train_checkpointed_layers(self.model)
+        # the rollout sampled in eval mode and the reference is in eval mode: with dropout
+        # disabled the policy forward runs in that same mode (train mode only to keep dropout)
+        self.model.train(not cfg.disable_dropout)
         metrics: dict[str, list[float]] = {}
         b = len(rolls)
         n_chunks = 1 if self.engine is not None else cfg.grad_accum  # DeepSpeed: one backward
@@ -231,6 +247,7 @@ class GRPOTrainer(TrainerBase):
                     importance=cfg.importance,  # type: ignore[arg-type]
                     num_items_in_batch=n_active if cfg.loss_type == "dapo" else None,
                     num_processes=self.dist.world,
+                    max_completion_length=max(self.max_completion_length, w),
                 )
                 # dapo already divides by the whole batch's token count: sum micro-batches;
                 # the others are means over their micro-batch: weight by its share of all
@@ -256,7 +273,9 @@ class GRPOTrainer(TrainerBase):
             "reward_metrics": reward_metrics,
         }
         name = getattr(self.reward, "__name__", "reward")
-        record = merge_record(self.step, name, self.dist.gather(local), t0, t_roll)
+        parts = self.dist.gather(local)
+        record = merge_record(self.step, name, parts, t0, t_roll)
+        record.update(failure_fields([p["reward_metrics"] for p in parts]))
         self.write_record(record)
         return record
 
@@ -276,6 +295,46 @@ class GRPOTrainer(TrainerBase):
         ``resume`` continues from the latest checkpoint (``TrainerBase.run``)."""
         _, seconds = self.run(resume=resume, stop_after=stop_after)
         return TrainResult(self.records(), self.log_path, seconds)
+
+
+def disable_dropout(model: torch.nn.Module) -> None:
+    """Zero every dropout of ``model``: ``nn.Dropout`` modules (LoRA's too) and the float
+    ``*dropout`` attributes attention modules read directly (Emu3's ``attention_dropout``)."""
+    for module in model.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.0
+        for name, value in list(vars(module).items()):
+            if name.endswith("dropout") and isinstance(value, float):
+                setattr(module, name, 0.0)
+    for config in _configs(getattr(model, "config", None)):
+        for name, value in list(vars(config).items()):
+            if name.endswith("dropout") and isinstance(value, float):
+                setattr(config, name, 0.0)
+
+
+def _configs(config: Any) -> list[Any]:
+    """A model config and its sub-configs (text, vision, VQ), for ``disable_dropout``."""
+    if config is None:
+        return []
+    found = [config]
+    for value in vars(config).values():
+        if hasattr(value, "to_dict") and hasattr(value, "model_type"):
+            found.extend(_configs(value))
+    return found
+
+
+def max_completion_length(adapter: Any, settings: Any) -> int:
+    """The longest completion a rollout can produce, image tokens included: dr_grpo's constant.
+
+    Janus counts ``max_new_tokens`` in text tokens (``<begin_of_image>`` included) and adds each
+    image's ``num_image_tokens`` codes plus its ``<end_of_image>``; Emu3's grammar and text models
+    count every generated token in ``max_new_tokens``.
+    """
+    limit = int(settings.max_new_tokens)
+    if getattr(adapter, "family", None) == "janus":
+        per_image = int(adapter.model.config.vision_config.num_image_tokens) + 1
+        limit += max(0, int(settings.max_images)) * per_image
+    return limit
 
 
 def train(
