@@ -15,7 +15,7 @@ from typing import Any
 import pandas as pd
 
 from .runs import RunFolder, RunFolderError
-from .types import Judgment, Prediction, RunResults, SchemaError
+from .types import Judgment, Prediction, Result, RunResults, SchemaError
 
 RESULT_COLUMNS = [
     "benchmark",
@@ -57,6 +57,16 @@ def results_frame(results: RunResults) -> pd.DataFrame:
             low, high = ci if isinstance(ci, list | tuple) and len(ci) == 2 else (None, None)
             rows.append({**base, "category": cat, "mean": mean, "n": n, "low": low, "high": high})
     return pd.DataFrame(rows, columns=RESULT_COLUMNS)
+
+
+def category_rows(result: Result) -> list[dict[str, Any]]:
+    """The category rows of ``results_frame`` for one result, as plain Python values (None, not
+    NaN): what the HTML report's category table prints."""
+    frame = results_frame(RunResults(results=[result])).iloc[:-1]  # the last row is overall
+    rows = frame.astype(object).where(frame.notna(), None).to_dict("records")
+    for row in rows:
+        row["n"] = None if row["n"] is None else int(row["n"])
+    return rows
 
 
 class Run:

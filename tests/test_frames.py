@@ -114,3 +114,18 @@ def test_leaderboard_show_csv_lists_the_json_rows():
     frame = pd.read_csv(io.StringIO(result.stdout))
     assert list(frame["model"]) == [r["model"] for r in rows]
     assert [None if pd.isna(x) else x for x in frame["overall"]] == [r["overall"] for r in rows]
+
+
+def test_report_category_table_shows_the_frame(two_runs):
+    from interleave_bench.report.svg import fmt_num
+
+    out, _ = two_runs[1]
+    assert run_cli("report", str(out)).exit_code == 0
+    page = (out / "report.html").read_text(encoding="utf-8")
+    frame = interleave_bench.read_run(out).results_frame()
+    for row in frame[frame["category"] != "overall"].itertuples():
+        cells = (
+            f'<tr><td>{row.category}</td><td class="num">{fmt_num(row.mean)}</td>'
+            f'<td class="num">{row.n}</td><td>[{fmt_num(row.low)}, {fmt_num(row.high)}]</td>'
+        )
+        assert cells in page

@@ -208,17 +208,22 @@ def _result_section(r: Result) -> str:
     found = _parts_of(r)
     part_key, part_names = (found[0], list(found[2])) if found else ("", [])
     if r.by_category:
+        from ..frames import category_rows  # the rows `read_run(...).results_frame()` gives
+
         rows = []
-        for name, e in r.by_category.items():
+        for c in category_rows(r):
+            name = c["category"]
+            e = r.by_category.get(name)
             e = e if isinstance(e, Mapping) else {}
-            ci_c = e.get("ci")
-            ci_s = f"[{fmt_num(ci_c[0])}, {fmt_num(ci_c[1])}]" if isinstance(ci_c, list) else ""
+            has_ci = c["low"] is not None and c["high"] is not None
+            ci_s = f"[{fmt_num(c['low'])}, {fmt_num(c['high'])}]" if has_ci else ""
             per = e.get(part_key) if part_key else None
             per = per if isinstance(per, Mapping) else {}
             extra = "".join(f'<td class="num">{esc(fmt_num(per.get(k)))}</td>' for k in part_names)
+            n = "" if c["n"] is None else c["n"]
             rows.append(
-                f'<tr><td>{esc(name)}</td><td class="num">{esc(fmt_num(e.get("mean")))}</td>'
-                f'<td class="num">{esc(e.get("n", ""))}</td><td>{esc(ci_s)}</td>{extra}</tr>'
+                f'<tr><td>{esc(name)}</td><td class="num">{esc(fmt_num(c["mean"]))}</td>'
+                f'<td class="num">{esc(n)}</td><td>{esc(ci_s)}</td>{extra}</tr>'
             )
         heads = "".join(f"<th>{esc(k)}</th>" for k in part_names)
         cats = (
