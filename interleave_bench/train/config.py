@@ -34,7 +34,9 @@ class BaseTrainConfig:
     ``"8bit"`` loads the base model through bitsandbytes (QLoRA; CUDA only, needs ``lora``).
     ``grad_accum``: micro-batches per optimizer update. ``report_to``: ``none``, or the
     experiment tracker (``tensorboard``, ``wandb``, ``mlflow``) that also receives each step's
-    numbers (``train.trackers``). Data parallelism and DeepSpeed come from
+    numbers (``train.trackers``). ``gradient_checkpointing``: keep only each decoder layer's
+    inputs and recompute its activations in backward (same loss and gradients, less memory,
+    about one more forward per update). Data parallelism and DeepSpeed come from
     the launcher (``torchrun`` / ``accelerate launch``), not from a key (``train.distributed``).
     """
 
@@ -52,6 +54,7 @@ class BaseTrainConfig:
     seed: int = 0
     device: str = "cpu"
     report_to: str = "none"
+    gradient_checkpointing: bool = False  # recompute layer activations in backward: less memory
 
     #: mapping-valued keys whose inner keys are checked against a settings class
     __config_keys__: ClassVar[dict[str, type]] = {}

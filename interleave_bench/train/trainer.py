@@ -35,7 +35,7 @@ from ..models.prompts import build_prompt
 from ..scorers.format_fidelity import attach_stream
 from ..scorers.structure import StructureScorer, structure_of
 from ..types import Sample
-from .base import LOG_NAME, TrainerBase
+from .base import LOG_NAME, TrainerBase, train_checkpointed_layers
 from .checkpoints import read_log
 from .config import TrainConfig
 from .distributed import main_process
@@ -212,6 +212,8 @@ class GRPOTrainer(TrainerBase):
         # the rollout sampled in eval mode and the reference is in eval mode: with dropout
         # disabled the policy forward runs in that same mode (train mode only to keep dropout)
         self.model.train(not cfg.disable_dropout)
+        if cfg.gradient_checkpointing:  # it acts in train mode only
+            train_checkpointed_layers(self.model)
         metrics: dict[str, list[float]] = {}
         b = len(rolls)
         n_chunks = 1 if self.engine is not None else cfg.grad_accum  # DeepSpeed: one backward
