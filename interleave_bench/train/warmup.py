@@ -53,7 +53,17 @@ from .distributed import main_process
 from .output_dir import prepare_output_dir
 from .policy_logprobs import prompt_embeds
 from .progress import warmup_metrics
-from .warmup_data import KINDS, Example, Forced, MixSampler, Token, counts, layout, load_sources
+from .warmup_data import (
+    KINDS,
+    PAPER_MIX,
+    Example,
+    Forced,
+    MixSampler,
+    Token,
+    counts,
+    layout,
+    load_sources,
+)
 
 __all__ = ["FINAL", "LOG_NAME", "WarmupConfig", "WarmupResult", "WarmupTrainer", "warmup"]
 
@@ -64,9 +74,7 @@ class WarmupConfig(BaseTrainConfig):
     ``lora``/``quantization`` and process keys are ``BaseTrainConfig``'s, as in GRPO."""
 
     data: Any = "tiny"  # a source or a list: tiny | PATH.jsonl | {jsonl, kind} | {hf, columns, ...}
-    mix: dict[str, float] = field(
-        default_factory=lambda: {"interleaved": 0.5, "understanding": 0.3, "t2i": 0.2}
-    )
+    mix: dict[str, float] = field(default_factory=lambda: dict(PAPER_MIX))  # kind -> ratio
     steps: int = 100
     batch_size: int = 4  # examples per micro-batch; batch_size * grad_accum per step (all ranks)
     lr: float = 1e-5

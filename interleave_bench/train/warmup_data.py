@@ -23,6 +23,9 @@ from ..types import ImageRef, Interleaved, Sample, SchemaError, Segment
 
 KINDS: tuple[str, ...] = ("interleaved", "understanding", "t2i")
 TINY = "tiny"
+#: the paper's Stage I proportions (0.3M interleaved : 1M understanding : 1M text-to-image);
+#: ``MixSampler`` normalises, so a recipe may write ratios or counts
+PAPER_MIX: dict[str, float] = {"interleaved": 0.3, "understanding": 1.0, "t2i": 1.0}
 
 
 class WarmupDataError(ValueError):
@@ -212,8 +215,10 @@ def load_hf(spec: Mapping[str, Any], store: ImageStore) -> list[Example]:
 
 
 def load_sources(sources: Iterable[Any], workdir: Path) -> list[Example]:
-    """Every source of a recipe's ``data``: ``"tiny"``, a JSONL path, ``{jsonl: PATH, kind: K}``
-    or ``{hf: NAME_OR_PATH, split, subset, kind, columns, benchmark, category, limit}``."""
+    """Every source of a recipe's ``data``: ``"tiny"``, a JSONL path, ``{jsonl: PATH, kind: K}``,
+    ``{hf: NAME_OR_PATH, split, subset, kind, columns, benchmark, category, limit}`` or a
+    published format ``{format: activitynet_captions|genhowto|openstory|emova|journeydb, path,
+    ...}`` (``train.warmup_sources``)."""
     examples: list[Example] = []
     for src in sources:
         if src == TINY or (isinstance(src, Mapping) and src.get("tiny")):
@@ -225,9 +230,13 @@ def load_sources(sources: Iterable[Any], workdir: Path) -> list[Example]:
             examples += load_jsonl(src["jsonl"], src.get("kind"))
         elif isinstance(src, Mapping) and "hf" in src:
             examples += load_hf(src, ImageStore(workdir / "data" / "images"))
+        elif isinstance(src, Mapping) and "format" in src:
+            from .warmup_sources import load_source  # the published formats (paper's Stage I)
+
+            examples += load_source(src, workdir)
         else:
             raise WarmupDataError(
-                f"data source {src!r}: expected tiny, a path, {{jsonl}} or {{hf}}"
+                f"data source {src!r}: expected tiny, a path, {{jsonl}}, {{hf}} or {{format}}"
             )
     return examples
 
