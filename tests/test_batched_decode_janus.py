@@ -40,12 +40,18 @@ GREEDY = GenerationSettings(max_new_tokens=24, max_images=2, cfg_scale=5.0)
 SAMPLED = GenerationSettings(max_new_tokens=24, max_images=2, temperature=0.7, top_p=0.9)
 
 
-@pytest.fixture(scope="module")
-def adapter(tiny_janus):
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    """Tiny models on shared cores: one torch thread (eval's worker thread inherits it)."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
-    yield JanusAdapter(tiny_janus, device="cpu", dtype="float32")
+    yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def adapter(tiny_janus):
+    return JanusAdapter(tiny_janus, device="cpu", dtype="float32")
 
 
 @pytest.fixture(scope="module")
@@ -173,10 +179,7 @@ def test_generate_batch_size_does_not_change_answers_and_keeps_errors_per_prompt
         assert a.trace.token_ids == b.trace.token_ids
 
 
-@pytest.mark.parametrize("image_logprob", ["cond", "cfg"])
-def test_batched_rollouts_equal_sequential_ones_and_the_teacher_forced_logprobs(
-    adapter, tmp_path, image_logprob
-):
+def test_batched_rollouts_equal_sequential_ones_and_the_teacher_forced_logprobs(adapter, tmp_path):
     store = ImageStore(tmp_path / "images")
     bench = load_benchmark("mmie:sample")
     prompts = [build_prompt(bench.samples[0]), build_prompt(bench.samples[1])]
@@ -192,11 +195,12 @@ def test_batched_rollouts_equal_sequential_ones_and_the_teacher_forced_logprobs(
     assert any(r.n_image_tokens for r in rolls) and any(not r.n_image_tokens for r in rolls)
     assert len({len(r.trace.token_ids) for r in rolls}) > 1
     mask = batch_mask(rolls)
-    with torch.no_grad():
-        new = batch_logprobs(adapter, rolls, settings, image_logprob=image_logprob)
-    old = old_logprobs(rolls, image_logprob)
-    assert new.shape == old.shape == mask.shape
-    assert float(((new - old).abs() * mask).max()) < 1e-4  # as the one-row test allows
+    for image_logprob in ("cond", "cfg"):
+        with torch.no_grad():
+            new = batch_logprobs(adapter, rolls, settings, image_logprob=image_logprob)
+        old = old_logprobs(rolls, image_logprob)
+        assert new.shape == old.shape == mask.shape
+        assert float(((new - old).abs() * mask).max()) < 1e-4  # as the one-row test allows
 
 
 def test_rollout_batch_size_defaults_to_the_whole_step():
@@ -209,3 +213,35 @@ def test_rollout_batch_size_defaults_to_the_whole_step():
         cfg(rollout_batch_size=0)
     with pytest.raises(ValueError, match="generation.batch_size: set rollout_batch_size"):
         cfg(generation={"batch_size": 2})
+
+
+def test_ibench_eval_batch_size_decodes_batches_with_the_same_answers(
+    tiny_janus, tmp_path, monkeypatch
+):
+    import json
+
+    from helpers import cli_json
+
+    calls = []
+    real = janus_batch.decode_batch
+
+    def spy(model, processor, rows, *a, **k):
+        calls.append(len(rows))
+        return real(model, processor, rows, *a, **k)
+
+    monkeypatch.setattr(janus_batch, "decode_batch", spy)
+    texts = {}
+    for bs in ("1", "3"):
+        out = tmp_path / f"bs{bs}"
+        args = ["--limit", "3", "--max-new-tokens", "16", "--scorers", "structure"]
+        code, _ = cli_json(
+            "eval", "--model", str(tiny_janus), "--bench", "isg:sample", "--out", str(out),
+            "--batch-size", bs, *args,
+        )  # fmt: skip
+        assert code == 0
+        rows = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
+        texts[bs] = {
+            r["sample_id"]: [s.get("text") or s["type"] for s in r["output"]] for r in rows
+        }
+    assert calls == [3]  # batch 1 ran the single-row loop, batch 3 one batched decode
+    assert texts["3"] == texts["1"] and len(texts["1"]) == 3
