@@ -26,7 +26,7 @@ from typing import Any
 
 from ..media import ImageError, ImageStore
 from ..types import ImageRef, Interleaved, Sample, SchemaError, Segment
-from .warmup_data import Example, WarmupDataError, _example
+from .warmup_examples import Example, WarmupDataError, _example
 
 MINISETS = Path(__file__).resolve().parent / "minisets"
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
