@@ -12,6 +12,13 @@ the largest deviation of each. Each check is isolated; a JSON summary goes to
 
 ``--parity-only`` runs just the parity report (bfloat16 on CUDA; float32 on the CPU when there
 is no GPU, where every deviation must be 0).
+
+    HF_HUB_OFFLINE=1 PYTHONPATH=. python tools/gpu_check.py --batched [--tiny] [OUT.json]
+
+``--batched`` measures batched Janus decoding on a random-weight model with Janus-Pro-1B's
+dimensions (no download): tokens/s at batch 1, 8, 32 and 64 in bfloat16 and peak GPU memory
+(target: batch 32 at least 10x batch 1). ``--tiny`` runs the same code on the tiny config on the
+CPU (a dry run).
 """
 
 from __future__ import annotations
@@ -285,5 +292,112 @@ def main() -> None:
     )
 
 
+def janus_pro_1b_config():
+    """Janus-Pro-1B's published dimensions, written out so nothing is downloaded (random weights
+    do not change the speed): a 24-layer, 2048-wide Llama language model (vocabulary 102400), a
+    SigLIP-L/16 encoder at 384 px (576 image tokens) and the 16384-code VQ model."""
+    from transformers import JanusConfig, JanusVisionConfig, JanusVQVAEConfig, LlamaConfig
+
+    text = LlamaConfig(
+        vocab_size=102400,
+        hidden_size=2048,
+        intermediate_size=5632,
+        num_hidden_layers=24,
+        num_attention_heads=16,
+        num_key_value_heads=16,
+        max_position_embeddings=16384,
+    )
+    vision = JanusVisionConfig(
+        hidden_size=1024,
+        intermediate_size=4096,
+        num_hidden_layers=24,
+        num_attention_heads=16,
+        image_size=384,
+        patch_size=16,
+        projection_dim=2048,
+        num_image_tokens=576,
+    )
+    vq = JanusVQVAEConfig(projection_dim=2048, image_token_embed_dim=2048)
+    return JanusConfig(text_config=text, vision_config=vision, vq_config=vq)
+
+
+def batched_report(batches=(1, 8, 32, 64), text_tokens=32, tiny=False) -> dict:
+    """``--batched``: tokens/s of ``janus_batch.decode_batch`` at each batch size on a
+    random-weight Janus-Pro-1B (bfloat16 on CUDA), and peak GPU memory. Each row is a
+    text-to-image prompt (576 image codes under guidance, then up to ``text_tokens`` text
+    tokens), so every batch does the same work per row. ``tiny``: the tiny Janus config on the
+    CPU in float32 (a dry run of this code path where there is no GPU)."""
+    import torch
+    from transformers import JanusForConditionalGeneration, JanusProcessor
+
+    from interleave_bench.models import janus_batch
+    from interleave_bench.models.base import GenerationSettings
+    from interleave_bench.models.tiny_janus import build_tiny_janus
+
+    work = Path(tempfile.mkdtemp())
+    small = build_tiny_janus(work / "tiny")  # its tokenizer and processor serve the prompts
+    processor = JanusProcessor.from_pretrained(str(small))
+    cuda = torch.cuda.is_available() and not tiny
+    device, dtype = ("cuda", torch.bfloat16) if cuda else ("cpu", torch.float32)
+    if tiny:
+        model = JanusForConditionalGeneration.from_pretrained(str(small), dtype=dtype)
+    else:
+        config = janus_pro_1b_config()
+        config.image_token_id = processor.tokenizer.convert_tokens_to_ids("<image_placeholder>")
+        with torch.device(device):
+            model = JanusForConditionalGeneration(config).to(dtype)
+        gen = model.generation_config
+        tok = processor.tokenizer
+        gen.bos_token_id, gen.eos_token_id = tok.bos_token_id, tok.eos_token_id
+        gen.pad_token_id = tok.pad_token_id
+    model = model.to(device).eval()
+    prompt = processor(
+        text=["A red fox draws a blue house."], generation_mode="image", return_tensors="pt"
+    )
+    settings = GenerationSettings(max_new_tokens=text_tokens, max_images=1, cfg_scale=5.0)
+    report: dict = {"device": device, "dtype": str(dtype), "model": "tiny" if tiny else "1B"}
+    janus_batch.decode_batch(model, processor, [prompt] * 2, settings)  # warm-up
+    base = None
+    for b in batches:
+        if cuda:
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+        gens = [torch.Generator(device=device).manual_seed(k) for k in range(b)]
+        t0 = time.perf_counter()
+        out = janus_batch.decode_batch(
+            model, processor, [prompt] * b, settings, want_trace=True, generators=gens
+        )
+        if cuda:
+            torch.cuda.synchronize()
+        seconds = time.perf_counter() - t0
+        tokens = sum(len(r.trace.token_ids) for r in out)
+        rate = tokens / seconds
+        base = base or rate
+        report[f"batch_{b}"] = {
+            "tokens": tokens,
+            "seconds": round(seconds, 2),
+            "tokens_per_s": round(rate, 1),
+            "vs_batch_1": round(rate / base, 2),
+            "peak_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2) if cuda else None,
+        }
+        print(b, report[f"batch_{b}"], flush=True)
+    return report
+
+
+def batched_only() -> None:
+    """``--batched [--tiny]``: the batched-decoding report alone (``$OUT/gpu_check.json``)."""
+    os.environ["IBENCH_HOME"] = tempfile.mkdtemp()
+    tiny = "--tiny" in sys.argv
+    check("batched_decode_janus_pro_1b")(lambda: batched_report(tiny=tiny))
+    args = [a for a in sys.argv[1:] if not a.startswith("--")]
+    dest = Path(args[0]) if args else Path(os.environ.get("OUT", ".")) / "gpu_check.json"
+    dest.write_text(json.dumps(RESULTS, indent=2))
+
+
 if __name__ == "__main__":
-    parity_only() if "--parity-only" in sys.argv else main()
+    if "--batched" in sys.argv:
+        batched_only()
+    elif "--parity-only" in sys.argv:
+        parity_only()
+    else:
+        main()
