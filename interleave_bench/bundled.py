@@ -35,11 +35,20 @@ def inside_package(path: Path) -> bool:
 
 
 def recipes() -> dict[str, Path]:
-    """Bundled recipe name (the file name without ``.yaml``) -> file, sorted by name."""
+    """Bundled recipe name (the file name without ``.yaml``) -> file, sorted by name; the
+    paper's ablation grid (``ablations/``) included."""
     folder = bundled_dir("recipes")
     if folder is None:
         return {}
-    return {p.stem: p for p in sorted(folder.glob("*.yaml")) if p.is_file()}
+    files = [*folder.glob("*.yaml"), *(folder / "ablations").glob("*.yaml")]
+    return {p.stem: p for p in sorted(files, key=lambda p: p.stem) if p.is_file()}
+
+
+def paper_ablations() -> Path | None:
+    """The paper's ablation table shipped next to the grid's recipes (``ablations/``)."""
+    folder = bundled_dir("recipes")
+    path = None if folder is None else folder / "ablations" / "paper_ablations.csv"
+    return path if path is not None and path.is_file() else None
 
 
 def recipe_summary(path: Path) -> str:

@@ -282,7 +282,8 @@ def test_dynamic_sampling_mask():
 
 def test_process_advantages_by_hand():
     # group 1 (G=2): completion 0 has steps [0,2) [2,5) [6,8) with rewards 1, 0, 1 (token 5 is in
-    # no step); completion 1 has steps [0,3) [3,6) with rewards 0, 1 and padding after.
+    # no step: it counts with the steps ending at or after it); completion 1 has steps [0,3)
+    # [3,6) with rewards 0, 1 and padding after.
     # The group's step rewards [1, 0, 1, 0, 1]: mean 0.6, unbiased var 1.2 / 4 = 0.3, so with
     # s = sqrt(0.3) + 1e-4 a reward 1 normalises to 0.4/s and a 0 to -0.6/s.
     # completion 0: step suffix sums 0.2/s, -0.2/s, 0.4/s; completion 1: -0.2/s, 0.4/s.
@@ -299,7 +300,7 @@ def test_process_advantages_by_hand():
     u = math.sqrt(2) + 1e-4
     a, b, c = 0.2 / s, -0.2 / s, 0.4 / s
     expected = [
-        [a, a, b, b, b, 0.0, c, c],
+        [a, a, b, b, b, c, c, c],
         [b, b, b, c, c, c, 0.0, 0.0],
         [-1 / u, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0],
         [1 / u, 1 / u, 1 / u, 1 / u, 0.0, 0.0, 0.0, 0.0],

@@ -12,7 +12,7 @@ from rich.markup import escape
 
 from .errors import fail
 from .options import JsonOpt
-from .output import err, out, print_json
+from .output import err, num, out, print_json
 
 train_app = typer.Typer(
     help="Training: SFT warm-up, then GRPO with scorer rewards.", no_args_is_help=True
@@ -30,12 +30,13 @@ def _train_config(path: Path, overrides: list[str], config_cls: Any = None) -> A
     if config_cls is None:
         from ..train.trainer import TrainConfig as config_cls
 
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except (OSError, yaml.YAMLError) as e:
-        raise fail(f"{path}: cannot read the recipe ({e})") from None
-    if not isinstance(data, dict):
-        raise fail(f"{path}: a recipe is a mapping of TrainConfig fields")
+    from ..config import ConfigError
+    from ..train.config import read_recipe
+
+    try:  # the recipe with its ``base:`` resolved (an ablation recipe names its base)
+        data = read_recipe(path)
+    except ConfigError as e:
+        raise fail(str(e)) from None
     for item in overrides:
         key, sep, value = item.partition("=")
         if not sep:
@@ -52,7 +53,7 @@ def _train_config(path: Path, overrides: list[str], config_cls: Any = None) -> A
             entry[rest] = parsed
         else:
             data[key] = parsed
-    from ..config import ConfigError, build
+    from ..config import build
 
     try:  # the one field checker: unknown keys with a did-you-mean, typed values, choices
         cfg = build(config_cls, data, str(path))
@@ -220,3 +221,57 @@ def train_recipes(as_json: JsonOpt = False) -> None:
     for r in rows:
         table.add_row(r["name"], escape(r["summary"]), escape(r["path"]))
     out.print(table)
+
+
+@train_app.command("compare")
+def train_compare(
+    runs: Annotated[
+        list[Path],
+        typer.Argument(exists=True, file_okay=False, help="Run folders of ibench train grpo."),
+    ],
+    as_json: JsonOpt = False,
+) -> None:
+    """Final rewards and eval scores of runs next to the paper's ablation rows (same setting)."""
+    from ..bundled import paper_ablations
+    from ..train.ablations import CompareError, describe, read_paper, read_run, to_json
+
+    table_path = paper_ablations()
+    try:
+        paper = read_paper(table_path) if table_path is not None else []
+        rows = [read_run(run, paper) for run in runs]
+    except CompareError as e:
+        raise fail(str(e)) from None
+    if as_json:
+        print_json(to_json(rows))
+        return
+    from rich.table import Table
+
+    table = Table(title="training runs vs the paper (arXiv 2603.09538)")
+    for col, just in (("#", "right"), ("run", "left"), ("steps", "right"), ("reward", "right")):
+        table.add_column(col, justify=just)  # type: ignore[arg-type]
+    table.add_column("eval", justify="right")
+    table.add_column("paper row")
+    table.add_column("MMIE", justify="right")
+    table.add_column("IB", justify="right")
+    for i, r in enumerate(rows, 1):
+        p = r.paper
+        evals = " ".join(f"{k.split('/')[0]} {num(v)}" for k, v in r.evals.items()) or "-"
+        table.add_row(
+            str(i),
+            escape(Path(r.run).name),
+            str(r.steps),
+            num(r.reward_final),
+            escape(evals),
+            "-" if p is None else p.study,
+            "-" if p is None else num(p.mmie),
+            "-" if p is None else num(p.interleavedbench),
+        )
+    out.print(table)
+    out.print(
+        "reward: mean over the last 5 logged steps; MMIE %, IB: InterleavedBench 0-5 (paper, "
+        "VILA-U 7B); a run without a paper row has a setting the paper did not report",
+        markup=False,
+        highlight=False,
+    )
+    for i, r in enumerate(rows, 1):
+        out.print(f"#{i} {r.run}: {describe(r)}", markup=False, highlight=False)

@@ -22,7 +22,51 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "reward_mode": ("sum_then_normalise", "normalise_then_sum"),
     "reward_missing": ("drop", "ignore"),
     "report_to": ("none", "tensorboard", "wandb", "mlflow"),
+    "advantage": ("outcome", "process", "both"),
+    "process_reward": ("auto", "scorers", "structure"),
 }
+
+
+def read_recipe(path: Path, _chain: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """A recipe file's keys with its ``base:`` resolved, so an ablation recipe is its base plus
+    the keys it changes.
+
+    ``base: ../janus_pro_1b_grpo.yaml`` (relative to the recipe's folder) loads that recipe
+    first (itself possibly with a base); this file's keys then override it: a mapping value
+    (``generation``, ``lora``) merges key by key (``null`` removes a key), anything else,
+    ``rewards`` lists included, replaces. Errors are ``interleave_bench.config.ConfigError``
+    naming the file.
+    """
+    import yaml
+
+    from ..config import ConfigError
+
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read the recipe ({e.strerror or e})") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: cannot read the recipe (invalid YAML: {e})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: a recipe is a mapping of TrainConfig fields")
+    base = data.pop("base", None)
+    if base is None:
+        return data
+    if not isinstance(base, str) or not base:
+        raise ConfigError(f"{path}: base: expected the path of another recipe, got {base!r}")
+    base_path = (path.parent / base).resolve()
+    if base_path in _chain or base_path == path.resolve():
+        raise ConfigError(f"{path}: base: {base} leads back to itself")
+    if not base_path.is_file():
+        raise ConfigError(f"{path}: base: {base} is not a file next to this recipe")
+    merged = read_recipe(base_path, (*_chain, path.resolve()))
+    for key, value in data.items():
+        old = merged.get(key)
+        if isinstance(value, dict) and isinstance(old, dict):
+            merged[key] = {k: v for k, v in {**old, **value}.items() if v is not None}
+        else:
+            merged[key] = value
+    return merged
 
 
 @dataclass
@@ -64,9 +108,9 @@ class BaseTrainConfig:
         """A recipe file plus dotted ``overrides`` (``["generation.temperature=0.5"]`` or a
         mapping), keys and values checked (``interleave_bench.config.ConfigError`` names the key:
         ``generation.temprature: unknown key; did you mean temperature?``)."""
-        from ..config import from_yaml
+        from ..config import build, merge_overrides
 
-        return from_yaml(cls, Path(path), overrides)
+        return build(cls, merge_overrides(read_recipe(Path(path)), overrides), str(path))
 
     def __post_init__(self) -> None:
         for name, allowed in CHOICES.items():
@@ -121,7 +165,14 @@ class TrainConfig(BaseTrainConfig):
     disable_dropout: bool = True
     dynamic_sampling: bool = False  # drop zero-spread groups and refill with new prompts
     max_refill_rounds: int = 3
-    process_weight: float = 0.0  # > 0: add process advantages (per-segment structure rewards)
+    # advantages (train/README.md "Process supervision"): "outcome" one per completion, "process"
+    # per token from per-step rewards, "both" outcome + process_weight * process; unset: "both"
+    # when process_weight > 0, else "outcome". process_reward: "scorers" (text steps by the
+    # text_critic component, images by visual_alignment), "structure" (1 while the steps so far
+    # follow ``expected``), "auto" (scorers when the recipe has one of those components)
+    advantage: str | None = None
+    process_weight: float = 0.0
+    process_reward: str = "auto"
     expected: str = "IT"
     rewards: list[dict[str, Any]] | None = None
     reward_mode: str = "sum_then_normalise"
@@ -145,6 +196,17 @@ class TrainConfig(BaseTrainConfig):
             raise ValueError("generation.batch_size: set rollout_batch_size instead")
         if self.rollout_batch_size is not None and self.rollout_batch_size < 1:
             raise ValueError(f"rollout_batch_size: must be >= 1, got {self.rollout_batch_size}")
+        if self.advantage is None:
+            self.advantage = "both" if self.process_weight > 0 else "outcome"
+        if self.advantage == "both" and not self.process_weight > 0:
+            raise ValueError("advantage: both needs process_weight > 0 (the process share)")
+        if self.process_reward == "scorers" and self.advantage != "outcome":
+            protocols = {r.get("protocol") for r in self.rewards or [] if isinstance(r, dict)}
+            if not protocols & {"text_critic", "visual_alignment"}:
+                raise ValueError(
+                    "process_reward: scorers needs a rewards component with protocol "
+                    "text_critic (text steps) or visual_alignment (image steps)"
+                )
 
     def settings(self) -> GenerationSettings:
         """Rollout settings; ``batch_size`` is ``rollout_batch_size`` (unset: the whole step)."""

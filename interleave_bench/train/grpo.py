@@ -348,13 +348,15 @@ def process_advantages(
     """Per-token advantages from per-step rewards (process supervision, DeepSeekMath).
 
     A step is one modality segment of a completion (a text block, an image), ``step_spans[i][k]``
-    its token span ``[start, end)`` over generated positions (``DecodeTrace.segments`` can be
-    passed as is) and ``step_rewards[i][k]`` its reward. Within each group, all applicable step
-    rewards of all its completions are normalised together, ``(r - mean) / (std + eps)`` (unbiased
-    std, 0 with fewer than two values); a ``None``/NaN step reward normalises to 0 and is left
-    out of the statistics. A token's advantage is the sum of the normalised rewards of its own
-    step and of every later step (by start position) of the same completion; tokens outside every
-    step (padding, structure tokens the rollout did not assign) get 0.
+    its token span ``[start, end)`` over generated positions (``Step.span`` of ``train.steps``;
+    ``(kind, start, end)`` tuples are accepted) and ``step_rewards[i][k]`` its reward. Within
+    each group, all applicable step rewards of all its completions are normalised together,
+    ``(r - mean) / (std + eps)`` (unbiased std, 0 with fewer than two values); a ``None``/NaN
+    step reward normalises to 0 and is left out of the statistics. A token's advantage is the sum of the normalised rewards of the steps
+    of its completion that end at or after it (DeepSeekMath's process supervision): its own step
+    and every later one; a token between steps (a delimiter such as the ``<begin_of_image>``
+    that opens an image) counts with the step that follows it; tokens after the last step's end
+    (the final EOS, padding) get 0.
 
     Returns a float32 ``(B, seq_len)`` tensor, ready for ``grpo_loss``.
     """
@@ -386,10 +388,11 @@ def process_advantages(
                 for s, r in zip(spans, rewards, strict=True)
             )
             _check_spans(i, [s for s, _ in steps], seq_len)
-            later = 0.0
-            for (start, end), norm in reversed(steps):
+            later = 0.0  # tokens up to a step's end: that step's and every later step's
+            lows = [0, *(end for (_, end), _ in steps)][: len(steps)]
+            for ((_, end), norm), low in zip(reversed(steps), reversed(lows), strict=True):
                 later += norm
-                out[i, start:end] = later
+                out[i, low:end] = later
     return out.to(torch.float32)
 
 

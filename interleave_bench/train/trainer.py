@@ -39,11 +39,11 @@ from .base import LOG_NAME, TrainerBase, train_checkpointed_layers
 from .checkpoints import read_log
 from .config import TrainConfig
 from .distributed import main_process
-from .grpo import dynamic_sampling_mask, grpo_loss, outcome_advantages, process_advantages
+from .grpo import dynamic_sampling_mask, grpo_loss, outcome_advantages
 from .output_dir import prepare_output_dir
 from .peft_setup import Reference
 from .policy_logprobs import batch_logprobs, batch_mask, old_logprobs
-from .process import prefix_structure_reward, segment_letter
+from .process import ProcessSupervision
 from .progress import grpo_metrics
 from .recipe_rewards import build_reward, failure_fields, reward_failures, stream_spec
 from .rollout import IMAGE_LOGPROBS, Rollout, rollout, rollout_predictions
@@ -172,25 +172,25 @@ class GRPOTrainer(TrainerBase):
         return picked_all, rolls_all, rewards_all, metrics
 
     def _advantages(
-        self, rolls: list[Rollout], rewards: list[float | None], width: int
+        self,
+        rolls: list[Rollout],
+        rewards: list[float | None],
+        width: int,
+        picked: list[Sample],
     ) -> tuple[torch.Tensor, dict[str, float]]:
+        """Outcome advantages, process advantages (``train.process.ProcessSupervision``) or
+        ``outcome + process_weight * process``, as the recipe's ``advantage`` says."""
         adv, stats = outcome_advantages(
             rewards, self.cfg.group_size, scale_rewards=self.cfg.scale_rewards
         )
-        if self.cfg.process_weight <= 0:
+        if self.cfg.advantage == "outcome":
             return adv, stats
-        # one structure reward per segment: the prefix up to and including that segment
-        steps, spans = [], []
-        for r in rolls:
-            segs = r.trace.segments
-            letters = [segment_letter(r.trace.token_ids, seg, self.structural) for seg in segs]
-            vals: list[float | None] = [
-                prefix_structure_reward("".join(letters[: k + 1]), self.scorer.expected or "")
-                for k in range(len(segs))
-            ]
-            steps.append(vals)
-            spans.append(segs)
-        proc = process_advantages(steps, spans, self.cfg.group_size, width)
+        if getattr(self, "process", None) is None:
+            self.process = ProcessSupervision(self.cfg, self.adapter, self.reward, self.structural)
+        proc, process_stats = self.process.advantages(picked, rolls, width)
+        stats.update(process_stats)
+        if self.cfg.advantage == "process":
+            return proc, stats
         return adv[:, None] + self.cfg.process_weight * proc, stats
 
     # ------------------------------------------------------------------ one step
@@ -201,7 +201,8 @@ class GRPOTrainer(TrainerBase):
         picked, rolls, rewards, reward_metrics = self._collect(self.step)
         t_roll = time.perf_counter() - t0
         mask = batch_mask(rolls)
-        adv, adv_stats = self._advantages(rolls, rewards, mask.shape[1])
+        adv, adv_stats = self._advantages(rolls, rewards, mask.shape[1], picked)
+        reward_metrics.update({k: v for k, v in adv_stats.items() if k.startswith("reward/")})
         dev = self.model.device
         mask, adv = mask.to(dev), adv.to(dev)
         old = old_logprobs(rolls, cfg.image_logprob, dev)  # type: ignore[arg-type]
