@@ -8,7 +8,7 @@ the table reports the median with the spread (min-max). Target: at batch 8, at l
 answers/s of batch 1 (the tiny models are overhead-bound: the check is that per-step Python and
 kernel overhead is shared across rows).
 
-    python perf/batched_decode.py [--families janus] [--n 16] [--tokens 32] [--repeat 3]
+    python perf/batched_decode.py [--families janus emu3] [--n 16] [--tokens 32] [--repeat 3]
 """
 
 from __future__ import annotations
@@ -35,13 +35,15 @@ from interleave_bench.models.prompts import build_prompt  # noqa: E402
 BATCHES = (1, 4, 8, 16)
 
 
-def time_generate(adapter, args, tmp: Path) -> dict[int, list[float]]:
-    """Seconds to answer ``args.n`` mini-set prompts at each batch size, ``args.repeat`` times."""
+def time_generate(adapter, args, tmp: Path, image_tokens: int = 0) -> dict[int, list[float]]:
+    """Seconds to answer ``args.n`` mini-set prompts at each batch size, ``args.repeat`` times.
+    ``image_tokens``: what a family's budget adds for its two images (Emu3 counts them)."""
     prompts = [build_prompt(s) for s in load_benchmark("mmie:sample", limit=args.n)]
     times: dict[int, list[float]] = {b: [] for b in BATCHES}
 
     def settings(b: int) -> GenerationSettings:
-        return GenerationSettings(max_new_tokens=args.tokens, max_images=2, batch_size=b)
+        budget = args.tokens + image_tokens
+        return GenerationSettings(max_new_tokens=budget, max_images=2, batch_size=b)
 
     for b in BATCHES:  # warm-up
         adapter.generate(prompts[: min(b, 2)], settings(b), ImageStore(tmp / "warm"))
@@ -63,7 +65,15 @@ def janus(args, tmp: Path) -> dict[int, list[float]]:
     return time_generate(adapter, args, tmp)
 
 
-FAMILIES: dict[str, Callable[..., dict[int, list[float]]]] = {"janus": janus}
+def emu3(args, tmp: Path) -> dict[int, list[float]]:
+    """Tiny Emu3 (float32, CPU; 4x4 images under CFG 5): its token budget counts image tokens,
+    so it gets two image spans on top of ``--tokens``."""
+    adapter = loading.load_adapter(str(loading.tiny_model("tiny:emu3")), device="cpu")
+    span = adapter.grammar(GenerationSettings()).span_len
+    return time_generate(adapter, args, tmp, image_tokens=2 * span)
+
+
+FAMILIES: dict[str, Callable[..., dict[int, list[float]]]] = {"janus": janus, "emu3": emu3}
 
 
 def main() -> None:

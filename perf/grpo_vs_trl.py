@@ -4,9 +4,14 @@ Same tiny text-only causal LM (random Llama, built here), same prompts, group si
 completion length, temperature, learning rate, beta (both keep a frozen reference), loss type and
 reward (a pure function of the completion text). Each trainer runs in its own fresh process, so
 peak RSS (``ru_maxrss``) covers imports, model, reference, optimizer and the steps. The first step
-of each is a warm-up and not timed. Prints both and the ratios (target: at most 1.0 on both).
+of each is a warm-up and not timed.
+
+Gradient checkpointing is set explicitly on both sides and both settings are measured (TRL's
+``GRPOConfig`` turns it on by default, ours off): the ratios compare like with like, ours/TRL at
+the same setting (target: at most 1.0 on both time and memory).
 
     python perf/grpo_vs_trl.py [--steps 6] [--prompts 4] [--group 4] [--tokens 32] [--hidden 128]
+        [--checkpointing off on]
 
 Needs ``trl`` installed (``pip install trl``); it is not a dependency of interleave-bench.
 """
@@ -77,6 +82,7 @@ def run_ours(args: argparse.Namespace) -> dict:
         max_grad_norm=1.0,
         save_final=False,
         device=args.device,
+        gradient_checkpointing=bool(args.gc),
         generation={"max_new_tokens": args.tokens, "temperature": 1.0, "top_p": 1.0},
     )
     trainer = GRPOTrainer(cfg, reward=reward, samples=samples)
@@ -135,6 +141,7 @@ def run_trl(args: argparse.Namespace) -> dict:
         bf16=False,
         seed=0,
         dataloader_num_workers=0,
+        gradient_checkpointing=bool(args.gc),
     )
     dataset = Dataset.from_dict({"prompt": PROMPTS})
     trainer = GRPOTrainer(
@@ -151,7 +158,7 @@ def run_trl(args: argparse.Namespace) -> dict:
 
 def child(which: str, args: argparse.Namespace) -> dict:
     cmd = [sys.executable, __file__, "--worker", which, "--model", args.model, "--work", args.work]
-    cmd += ["--device", args.device]
+    cmd += ["--device", args.device, "--gc", str(args.gc)]
     for k in ("steps", "prompts", "group", "tokens", "threads"):
         cmd += [f"--{k}", str(getattr(args, k))]
     cmd += ["--lr", str(args.lr), "--beta", str(args.beta)]
@@ -176,6 +183,14 @@ def main() -> None:
     ap.add_argument("--device", default="cpu", help="cpu or cuda (both trainers)")
     ap.add_argument("--lr", type=float, default=1e-5)
     ap.add_argument("--beta", type=float, default=0.04)
+    ap.add_argument(
+        "--checkpointing",
+        nargs="+",
+        default=["off", "on"],
+        choices=["off", "on"],
+        help="gradient-checkpointing settings to measure (each on both trainers)",
+    )
+    ap.add_argument("--gc", type=int, default=0, help=argparse.SUPPRESS)  # worker's setting
     args = ap.parse_args()
     if args.worker:
         result = run_ours(args) if args.worker == "ours" else run_trl(args)
@@ -193,21 +208,26 @@ def main() -> None:
             f"G={args.group}, {args.tokens} new tokens, {args.steps} steps (first untimed), "
             f"lr {args.lr}, beta {args.beta}, {args.threads} threads"
         )
-        results = {}
-        for which in ("trl", "ours"):
-            r = child(which, args)
-            secs = sorted(r["step_seconds"])
-            r["median_step_s"] = secs[len(secs) // 2]
-            results[which] = r
+        for setting in args.checkpointing:
+            args.gc = int(setting == "on")
+            results = {}
+            for which in ("trl", "ours"):
+                r = child(which, args)
+                secs = sorted(r["step_seconds"])
+                r["median_step_s"] = secs[len(secs) // 2]
+                results[which] = r
+                print(
+                    f"checkpointing {setting:3s} {which:5s} median {r['median_step_s']:.3f} s/step "
+                    f"(steps {', '.join(f'{s:.3f}' for s in r['step_seconds'])}), "
+                    f"peak RSS {r['peak_rss_mb']:.0f} MB"
+                    + (f", peak GPU {r['peak_gpu_mb']:.0f} MB" if "peak_gpu_mb" in r else "")
+                )
+            t = results["ours"]["median_step_s"] / results["trl"]["median_step_s"]
+            m = results["ours"]["peak_rss_mb"] / results["trl"]["peak_rss_mb"]
             print(
-                f"{which:5s} median {r['median_step_s']:.3f} s/step "
-                f"(steps {', '.join(f'{s:.3f}' for s in r['step_seconds'])}), "
-                f"peak RSS {r['peak_rss_mb']:.0f} MB"
-                + (f", peak GPU {r['peak_gpu_mb']:.0f} MB" if "peak_gpu_mb" in r else "")
+                f"checkpointing {setting}: ratio ours/TRL time {t:.2f}x, peak RSS {m:.2f}x "
+                "(target <= 1.0 on both)"
             )
-        t = results["ours"]["median_step_s"] / results["trl"]["median_step_s"]
-        m = results["ours"]["peak_rss_mb"] / results["trl"]["peak_rss_mb"]
-        print(f"ratio ours/TRL: time {t:.2f}x, peak RSS {m:.2f}x (target <= 1.0 on both)")
 
 
 if __name__ == "__main__":
