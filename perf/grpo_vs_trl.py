@@ -71,7 +71,7 @@ def run_ours(args: argparse.Namespace) -> dict:
 
     cfg = TrainConfig(
         model=args.model,
-        output_dir=str(Path(args.work) / "ours"),
+        output_dir=str(Path(args.work) / f"ours-gc{args.gc}"),
         steps=args.steps,
         prompts_per_step=args.prompts,
         group_size=args.group,
@@ -121,7 +121,7 @@ def run_trl(args: argparse.Namespace) -> dict:
     tok = AutoTokenizer.from_pretrained(args.model, padding_side="left")
     model = AutoModelForCausalLM.from_pretrained(args.model, dtype=torch.float32)
     config = GRPOConfig(
-        output_dir=str(Path(args.work) / "trl"),
+        output_dir=str(Path(args.work) / f"trl-gc{args.gc}"),
         per_device_train_batch_size=args.prompts * args.group,
         gradient_accumulation_steps=1,
         num_generations=args.group,

@@ -21,7 +21,7 @@ from interleave_bench.train.policy_logprobs import (  # noqa: E402
     old_logprobs,
 )
 from interleave_bench.train.rollout import Rollout  # noqa: E402
-from interleave_bench.types import Interleaved, Segment  # noqa: E402
+from interleave_bench.types import ImageRef, Interleaved, Segment  # noqa: E402
 
 # 2x2 images (a short span), guidance on, room for two images and text around them
 GREEDY = GenerationSettings(max_new_tokens=40, max_images=2, cfg_scale=3.0, image_size=16)
@@ -135,11 +135,20 @@ def test_sampled_answers_depend_on_prompt_and_seed_not_on_the_batch(adapter, inp
     assert again[1].token_ids != full[1][1].token_ids
 
 
-def test_generate_batch_size_does_not_change_answers(adapter, prompts, store):
-    one = adapter.generate(prompts, SAMPLED, store, return_trace=True)
+def test_generate_batch_size_does_not_change_answers(adapter, prompts, store, tmp_path):
+    """Prompt ``i`` samples with seed ``seed + i`` at any batch size; a prompt that fails (a
+    missing image) is its own error and its batch neighbour still answers."""
+    bad = Interleaved(
+        [Segment.of_text("look"), Segment.of_image(ImageRef(path=str(tmp_path / "nope.png")))]
+    )
+    batch = [prompts[0], bad, *prompts[1:]]
+    one = adapter.generate(batch, SAMPLED, store, return_trace=True)
     wide = GenerationSettings(**{**SAMPLED.to_dict(), "batch_size": 2})
-    two = adapter.generate(prompts, wide, store, return_trace=True)
-    for a, b in zip(one, two, strict=True):
+    two = adapter.generate(batch, wide, store, return_trace=True)
+    assert one[1].error and two[1].error and two[1].error.startswith("ImageError")
+    assert not two[1].output and two[1].trace is None
+    for k in (0, 2, 3):
+        a, b = one[k], two[k]
         assert a.error is None and b.error is None
         _same_answer((a.output, a.trace), (b.output, b.trace))
 

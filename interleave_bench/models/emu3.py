@@ -9,8 +9,10 @@ where "H*W" is the latent grid size spelled as text, ``<|extra_200|>`` ends a ro
 ``prefix_allowed_tokens_fn`` over that layout: in text mode visual tokens and image-structure
 tokens are banned; once the model picks the image start the header, wrapper, row ends, frame end
 and image end are forced and every other position may only hold a visual token; then text resumes.
-``interleaved_decode`` runs it by masking logits in a manual KV-cached loop, so it can record
-the log-probs of the distribution it actually sampled; training rollouts reuse it as is.
+``emu3_decode.decode_rows`` runs it by masking logits in a manual KV-cached loop over many
+answers at once (one grammar, generator and CFG stream per row; ``interleaved_decode`` is that
+loop with one row), so it can record the log-probs of the distribution it actually sampled;
+``ibench eval`` (``settings.batch_size`` rows) and training rollouts share it.
 
 The image layout and its state machine live in ``emu3_grammar``.
 
