@@ -190,7 +190,9 @@ def test_installed_wheel_has_recipes_and_boards_outside_the_source_tree(tmp_path
 
     listed = json.loads(_run([ibench, "train", "recipes", "--json"], work, env).stdout)
     names = {r["name"]: Path(r["path"]) for r in listed}
-    assert {p.stem for p in (REPO / "train").glob("*.yaml")} == set(names)
+    grid = (REPO / "train" / "ablations").glob("*.yaml")  # the paper's ablation grid
+    assert {p.stem for p in (*(REPO / "train").glob("*.yaml"), *grid)} == set(names)
+    assert names["janus_pro_1b_g2"].parent.name == "ablations"
     assert names["tiny_janus_grpo"].is_relative_to(venv)
 
     trained = _run([ibench, "train", "grpo", "--config", "tiny_janus_grpo", "steps=1", "--json"], work, env)  # fmt: skip
