@@ -145,7 +145,9 @@ def build(opts: Any, engine: JudgeEngine) -> TextCriticScorer:
         try:
             text = opts.protocol_file.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as e:
-            raise ValueError(f"{opts.protocol_file}: cannot read the text_critic prompt ({e})") from None
+            raise ValueError(
+                f"{opts.protocol_file}: cannot read the text_critic prompt ({e})"
+            ) from None
         prompt = load_text_prompt("rubric", text, str(opts.protocol_file))
     return TextCriticScorer(engine, prompt)
 
