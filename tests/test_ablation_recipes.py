@@ -24,9 +24,11 @@ from helpers import run_cli  # noqa: E402
 from test_offline_scorers import _write_tiny_clip  # noqa: E402
 
 from interleave_bench.bundled import paper_ablations, recipes  # noqa: E402
+from interleave_bench.cli.train import _train_config  # noqa: E402
 from interleave_bench.config import ConfigError  # noqa: E402
 from interleave_bench.train.ablations import paper_row, read_paper, setting_of  # noqa: E402
 from interleave_bench.train.config import TrainConfig, read_recipe  # noqa: E402
+from interleave_bench.train.recipe_rewards import validate_rewards  # noqa: E402
 
 GRID = Path(__file__).resolve().parent.parent / "train" / "ablations"
 MODELS = ("janus_pro_1b", "emu3")
@@ -59,6 +61,8 @@ def test_the_grid_covers_the_papers_grpo_rows_on_both_models():
             (m, path.stem[len(m) + 1 :]) for m in MODELS if path.stem.startswith(m)
         )
         cfg = TrainConfig.from_yaml(path)
+        assert asdict(_train_config(path, [])) == asdict(cfg)  # the CLI reads the same recipe
+        validate_rewards(cfg)
         assert cfg.generation["cfg_scale"] == 3.0, path.name  # the paper's CFG
         assert cfg.output_dir.endswith(variant.replace("_", "-")), path.name
         setting, qlora = setting_of(asdict(cfg))

@@ -274,6 +274,29 @@ def test_step_rewards_come_from_the_scorers_in_context():
     assert pred.output.texts == ["a red barn"] and sub.input.structure() == "TI"
 
 
+class StepCritic(TextLength):
+    """A critic with a step judge, as ``text_critic`` has: it gets the answer before the step."""
+
+    async def ascore_text_step(self, sample, context, step_text):
+        self.seen.append((sample, context, step_text))
+        return self.ok(sample.id, 0.3)
+
+
+def test_text_steps_use_the_critics_step_judge_when_it_has_one():
+    from interleave_bench.types import Prediction
+
+    sample = Sample("s", "b", Interleaved([Segment.of_text("Tell, draw, tell.")]))
+    out = Interleaved([Segment.of_text("one"), Segment.of_image(IMG), Segment.of_text("two")])
+    steps = [[Step("text", 0, 2, 0), Step("image", 3, 7, 1), Step("text", 8, 9, 2)]]
+    critic = StepCritic()
+    got = step_rewards(NativeReward(critic), None, [sample], [Prediction("s", "m", out)], steps)
+    assert got == [[0.3, None, 0.3]]
+    assert [(s.id, c.structure(), t) for s, c, t in critic.seen] == [
+        ("s", "", "one"),
+        ("s", "TI", "two"),
+    ]
+
+
 # --------------------------------------------------------------------------- in the trainer
 
 
