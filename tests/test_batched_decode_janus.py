@@ -77,11 +77,13 @@ def prompts(store):
 
 @pytest.fixture(scope="module")
 def inputs(adapter, prompts, store):
-    """Processor inputs of the prompts, plus a text-to-image prompt (it starts in image mode)."""
-    opens = adapter.processor(
-        text=["A red fox draws a blue house."], generation_mode="image", return_tensors="pt"
-    )
-    return [build_prompt_inputs(adapter.processor, p, store) for p in prompts] + [opens]
+    """Processor inputs of the prompts, plus two text-to-image prompts of different lengths
+    (they start in image mode: their unconditional rows are prefilled together, padded)."""
+    opens = [
+        adapter.processor(text=[text], generation_mode="image", return_tensors="pt")
+        for text in ("A red fox draws a blue house.", "A cat")
+    ]
+    return [build_prompt_inputs(adapter.processor, p, store) for p in prompts] + opens
 
 
 def _gens(seeds):
@@ -119,7 +121,7 @@ def test_greedy_batch_rows_equal_their_single_row_answers(adapter, inputs, cfg):
     masks = [r.trace.image_mask for r in single]
     assert any(m1[i] != m2[i] for m1 in masks for m2 in masks for i in range(min(len(m1), len(m2))))
     assert len({len(m) for m in masks}) > 1 and any(sum(m) == 0 for m in masks)
-    assert single[-1].trace.image_mask[0]  # the text-to-image row opened with an image
+    assert single[-1].trace.image_mask[0]  # the text-to-image rows opened with an image
 
 
 def test_sampled_answer_does_not_depend_on_its_batch(adapter, inputs):

@@ -4,9 +4,9 @@ Same answers as ``janus.decode_interleaved`` row by row (greedy: token for token
 row draws from its own generator in the same order, so an answer does not depend on its
 neighbours), with the per-step cost shared across rows:
 
-* every prompt is prefilled alone (exactly the single-row prefill, images included) and the
-  caches are merged with left padding: padded key/value slots are zeros and masked out, each
-  slot keeps its own position ids, so a row sees what it would see alone;
+* the prompts are prefilled in one left-padded forward (their images through the vision encoder
+  together); padded positions are masked out and each slot keeps its own position ids, so a row
+  sees what it would see alone;
 * one cache holds *slots*: the conditional slot of each unfinished answer, plus an
   unconditional CFG slot for each answer in image mode only (made by its own prefill when the
   answer opens an image, dropped after its last code). Each step feeds one token to every slot in
@@ -17,7 +17,8 @@ neighbours), with the per-step cost shared across rows:
   ``<end_of_image>``;
 * a finished answer's slot leaves the cache (and leading columns that only padded it are
   trimmed), so it stops costing compute;
-* images are decoded to pixels together at the end, ``len(rows)`` grids per VQ decoder call.
+* images are decoded to pixels together at the end, up to ``IMAGES_PER_CALL`` grids per VQ
+  decoder call.
 
 Numerics: padded rows run matmuls of other shapes than a single row, so hidden states can differ
 from the single-row path in the last float bits. Greedy tokens are equal (tested); recorded
@@ -36,6 +37,9 @@ if TYPE_CHECKING:
     import torch
 
     from .janus import DecodeResult
+
+
+IMAGES_PER_CALL = 16  # grids per VQ decoder call: its activations at 384 px are large
 
 
 @dataclass
@@ -90,26 +94,22 @@ class _Batch:
     def index(self, row: int, uncond: bool) -> int:
         return next(k for k, s in enumerate(self.slots) if s.row == row and s.uncond == uncond)
 
-    def add(self, slot: _Slot, cache: Any, hidden: torch.Tensor) -> None:
-        """Append a slot from a one-row cache, left-padding whichever side is shorter."""
+    def add(self, slots: list[_Slot], cache: Any, mask: torch.Tensor, hidden: torch.Tensor) -> None:
+        """Append slots from a cache of their own (``mask``: its padding), left-padding whichever
+        side is shorter."""
         import torch
 
-        layers = cache.layers
-        length = layers[0].keys.shape[-2]
         if self.cache is None:
-            self.cache, self.hidden = cache, hidden
-            self.mask = torch.ones(1, length, dtype=torch.long, device=hidden.device)
-            self.slots = [slot]
+            self.cache, self.mask, self.hidden, self.slots = cache, mask, hidden, list(slots)
             return
         assert self.mask is not None and self.hidden is not None
-        width = max(length, self.mask.shape[1])
-        for mine, new in zip(self.cache.layers, layers, strict=True):
+        width = max(mask.shape[1], self.mask.shape[1])
+        for mine, new in zip(self.cache.layers, cache.layers, strict=True):
             mine.keys = torch.cat([_left_pad(mine.keys, width), _left_pad(new.keys, width)])
             mine.values = torch.cat([_left_pad(mine.values, width), _left_pad(new.values, width)])
-        new_mask = torch.ones(1, length, dtype=self.mask.dtype, device=self.mask.device)
-        self.mask = torch.cat([_left_pad(self.mask, width), _left_pad(new_mask, width)])
+        self.mask = torch.cat([_left_pad(self.mask, width), _left_pad(mask.to(self.mask), width)])
         self.hidden = torch.cat([self.hidden, hidden])
-        self.slots.append(slot)
+        self.slots += slots
 
     def keep(self, keep: list[int]) -> None:
         """Keep only these slots; trim leading columns that are padding in every kept slot."""
@@ -148,6 +148,41 @@ class _Batch:
         self.cache, self.hidden = output_cache(out), out.last_hidden_state[:, -1]
         for s in self.slots:
             s.n_real += 1
+
+
+def _padded(seqs: list[list[int]], pad: int, device: Any) -> tuple[Any, Any, Any]:
+    """Left-padded ids, their mask and position ids (each row counts from 0 at its first token)."""
+    import torch
+
+    width = max(len(q) for q in seqs)
+    ids = torch.full((len(seqs), width), pad, dtype=torch.long)
+    mask = torch.zeros(len(seqs), width, dtype=torch.long)
+    for k, q in enumerate(seqs):
+        ids[k, width - len(q) :] = torch.tensor(q, dtype=torch.long)
+        mask[k, width - len(q) :] = 1
+    ids, mask = ids.to(device), mask.to(device)
+    return ids, mask, (mask.cumsum(-1) - 1).clamp(min=0)
+
+
+def _prefill(
+    model: Any, batch: _Batch, inputs: list[Any], prompts: list[list[int]], pad: int
+) -> None:
+    """All prompts in one left-padded forward (images through the vision encoder together, in
+    row order): one conditional slot per prompt."""
+    import torch
+
+    ids, mask, pos = _padded(prompts, pad, model.device)
+    pixels = [x["pixel_values"] for x in inputs if x.get("pixel_values") is not None]
+    dtype = model.get_input_embeddings().weight.dtype
+    out = model.model(
+        input_ids=ids,
+        attention_mask=mask,
+        position_ids=pos,
+        pixel_values=torch.cat(pixels).to(model.device, dtype=dtype) if pixels else None,
+        use_cache=True,
+    )
+    slots = [_Slot(k, False, len(p)) for k, p in enumerate(prompts)]
+    batch.add(slots, output_cache(out), mask, out.last_hidden_state[:, -1])
 
 
 def _left_pad(x: torch.Tensor, width: int) -> torch.Tensor:
@@ -215,41 +250,42 @@ def decode_batch(
     rows: list[_Row] = []
     batch = _Batch(lm)
     with torch.no_grad():
+        prompts = []
         for k, inputs in enumerate(prompt_inputs):
-            input_ids = inputs["input_ids"].to(device)
+            input_ids = inputs["input_ids"]
             if input_ids.shape[0] != 1:
                 raise ValueError(f"prompt {k}: one row per prompt, got {input_ids.shape[0]}")
-            pixel_values = inputs.get("pixel_values")
-            if pixel_values is not None:
-                pixel_values = pixel_values.to(device, dtype=embed.weight.dtype)
-            out = model.model(input_ids=input_ids, pixel_values=pixel_values, use_cache=True)
-            row = _Row(
-                input_ids[0].tolist(),
-                gens[k],
-                DecodeTrace(cond_logprobs=[]) if want_trace else None,
+            prompts.append(input_ids[0].tolist())
+            rows.append(
+                _Row(prompts[-1], gens[k], DecodeTrace(cond_logprobs=[]) if want_trace else None)
             )
-            rows.append(row)
-            batch.add(
-                _Slot(k, False, input_ids.shape[1]), output_cache(out), out.last_hidden_state[:, -1]
-            )
+        _prefill(model, batch, prompt_inputs, prompts, ids.pad)
 
-        def open_image(k: int) -> None:
-            """Row k's ``<begin_of_image>`` is in its context: an unconditional slot joins."""
-            rows[k].mode, rows[k].codes = "image", [*rows[k].codes, []]
-            rows[k].img_start = rows[k].n_pos
-            if cfg == 1.0:
+        def open_images(ks: list[int]) -> None:
+            """These rows' ``<begin_of_image>`` is in their context: their unconditional slots
+            join, prefilled together."""
+            for k in ks:
+                rows[k].mode, rows[k].codes = "image", [*rows[k].codes, []]
+                rows[k].img_start = rows[k].n_pos
+            if cfg == 1.0 or not ks:
                 return
             keep = {ids.bos, ids.boi}
-            uncond = [t if t in keep else ids.pad for t in rows[k].context]
-            u_ids = torch.tensor([uncond], dtype=torch.long, device=device)
-            out = lm(inputs_embeds=embed(u_ids), use_cache=True)
-            batch.add(_Slot(k, True, len(uncond)), output_cache(out), out.last_hidden_state[:, -1])
+            uncond = [[t if t in keep else ids.pad for t in rows[k].context] for k in ks]
+            u_ids, u_mask, u_pos = _padded(uncond, ids.pad, device)
+            out = lm(
+                inputs_embeds=embed(u_ids),
+                attention_mask=u_mask,
+                position_ids=u_pos,
+                use_cache=True,
+            )
+            slots = [_Slot(k, True, len(u)) for k, u in zip(ks, uncond, strict=True)]
+            batch.add(slots, output_cache(out), u_mask, out.last_hidden_state[:, -1])
 
-        for k, row in enumerate(rows):
-            if row.context[-1] == ids.boi:  # a text-to-image prompt: the image is already open
-                open_image(k)
-            elif settings.max_new_tokens <= 0:
+        for row in rows:
+            if row.context[-1] != ids.boi and settings.max_new_tokens <= 0:
                 row.mode = "done"
+        # text-to-image prompts: the image is already open
+        open_images([k for k, row in enumerate(rows) if row.context[-1] == ids.boi])
 
         while batch.slots:
             assert batch.hidden is not None
@@ -330,11 +366,11 @@ def decode_batch(
             if batch.slots:
                 order = [feed[i] for i in sorted(feed)]
                 batch.step(_embed(model, embed, order))
-            for k in opened:
-                open_image(k)
+            open_images(opened)
 
     results = []
-    images = _decode_images(model, processor, [c for row in rows for c in row.codes], len(rows))
+    grids = [c for row in rows for c in row.codes]
+    images = _decode_images(model, processor, grids, min(len(rows), IMAGES_PER_CALL))
     at = 0
     for row in rows:
         _flush(processor, row)
