@@ -312,17 +312,16 @@ class ProcessSupervision:
         metrics: dict[str, float] = {
             "reward/process/steps": sum(map(len, steps)) / max(1, len(steps))
         }
-        for kind in ("text", "image"):
+        for kind in ("text", "image"):  # always both keys: every process logs the same ones
             got = [
                 v
                 for row, vals in zip(steps, values, strict=True)
                 for s, v in zip(row, vals, strict=True)
                 if s.kind == kind
             ]
-            if got:
-                ok = [v for v in got if v is not None]
-                metrics[f"reward/process_{kind}/mean"] = sum(ok) / len(ok) if ok else math.nan
-                metrics[f"reward/process_{kind}/none_frac"] = 1 - len(ok) / len(got)
+            ok = [v for v in got if v is not None]
+            metrics[f"reward/process_{kind}/mean"] = sum(ok) / len(ok) if ok else math.nan
+            metrics[f"reward/process_{kind}/none_frac"] = 1 - len(ok) / len(got) if got else 0.0
         return adv, metrics
 
 
