@@ -26,9 +26,11 @@ from test_offline_scorers import _write_tiny_clip  # noqa: E402
 from interleave_bench.bundled import paper_ablations, recipes  # noqa: E402
 from interleave_bench.cli.train import _train_config  # noqa: E402
 from interleave_bench.config import ConfigError  # noqa: E402
+from interleave_bench.runs import RunFolder  # noqa: E402
 from interleave_bench.train.ablations import paper_row, read_paper, setting_of  # noqa: E402
 from interleave_bench.train.config import TrainConfig, read_recipe  # noqa: E402
 from interleave_bench.train.recipe_rewards import validate_rewards  # noqa: E402
+from interleave_bench.types import Result, RunResults  # noqa: E402
 
 GRID = Path(__file__).resolve().parent.parent / "train" / "ablations"
 MODELS = ("janus_pro_1b", "emu3")
@@ -190,15 +192,21 @@ def test_every_ablation_recipe_runs_two_steps_on_a_tiny_model(
     # ibench train compare: the runs next to the paper's rows, 80 columns, --json
     # (every tiny run scores r_v with CLIP, so the qlora run, LoRA on CPU, matches no row)
     picked = [runs["janus_pro_1b_r_format"], runs["emu3_clip"], runs["janus_pro_1b_g2"]]
+    mmie = Result(benchmark="mmie", scorer="mmie", protocol="mmie-v1", overall=0.4)
+    (picked[0] / "eval" / "mmie").mkdir(
+        parents=True
+    )  # what ibench eval --out <run>/eval/mmie leaves
+    RunFolder(picked[0] / "eval" / "mmie", "eval").write_results(RunResults(results=[mmie]))
     result = run_cli("train", "compare", *map(str, picked), "--json")
     assert result.exit_code == 0, result.output
     rows = json.loads(result.stdout)
     assert [r["paper"] and r["paper"]["mmie"] for r in rows] == [53.56, 56.94, None]
     assert rows[0]["description"] == "r_f, outcome, KL, G=4"
     assert all(r["steps"] == 2 and r["reward_final"] is not None for r in rows)
+    assert [r["evals"] for r in rows] == [{"mmie/mmie": 0.4}, {}, {}]
     monkeypatch.setenv("COLUMNS", "80")
     result = run_cli("train", "compare", *map(str, picked))
-    assert result.exit_code == 0 and "53.56" in result.output
+    assert result.exit_code == 0 and "53.56" in result.output and "mmie 0.4" in result.output
     assert max(map(len, result.output.splitlines())) <= 80
     empty = tmp_path / "not_a_run"
     empty.mkdir()
