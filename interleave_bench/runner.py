@@ -90,6 +90,16 @@ def _seeded(settings: GenerationSettings, sample_id: str) -> GenerationSettings:
     )
 
 
+def _takes_seeds(adapter: Any) -> bool:
+    """Whether the adapter's ``generate`` takes one seed per prompt (the batched families)."""
+    import inspect
+
+    try:
+        return "seeds" in inspect.signature(adapter.generate).parameters
+    except (TypeError, ValueError):
+        return False
+
+
 def _torch_threads() -> int | None:
     """The caller's torch intra-op thread count (it is per thread, so the generation thread
     must be told, or a tiny model on a busy CPU runs several times slower)."""
@@ -319,16 +329,23 @@ class EvalRun:
 
     def _generate(self, adapter: Any, batch: list[Sample]) -> list[Prediction]:
         """One batch on the worker thread; a failure is the prediction's error, not a crash."""
-        settings = self.cfg.settings
-        if len(batch) == 1:
-            settings = _seeded(settings, batch[0].id)
+        # each sample draws from its own seed (from its id), so a sampled answer is the same
+        # at every batch size and on a resume; adapters that decode rows together take the
+        # seeds per row (other adapters draw a batch of several from the run's seed)
+        own = [_seeded(self.cfg.settings, s.id) for s in batch]
+        settings = own[0] if len(batch) == 1 else self.cfg.settings
         t0 = time.perf_counter()
         try:
             if hasattr(adapter, "outputs_for"):  # replays of other tools' outputs
                 outs = adapter.outputs_for([s.id for s in batch], self.store)
             else:
                 prompts = [build_prompt(s, self.templates) for s in batch]
-                outs = adapter.generate(prompts, settings, self.store)
+                if len(batch) > 1 and _takes_seeds(adapter):
+                    seeds = [o.seed for o in own]
+                    outs = adapter.generate(prompts, settings, self.store, seeds=seeds)
+                else:
+                    outs = adapter.generate(prompts, settings, self.store)
+                    own = [settings] * len(batch)
         except Exception as e:  # the adapter itself broke: every sample of the batch records it
             from .models.base import GenerationOutput
             from .types import Interleaved
@@ -342,11 +359,11 @@ class EvalRun:
                 s.id,
                 getattr(adapter, "model_id", self.cfg.model),
                 o.output,
-                settings=settings.to_dict(),
+                settings=st.to_dict(),
                 timing={"seconds": round(o.seconds or per, 4)},
                 error=o.error,
             )
-            for s, o in zip(batch, outs, strict=True)
+            for s, o, st in zip(batch, outs, own, strict=True)
         ]
 
     # ------------------------------------------------------------------------------ finish

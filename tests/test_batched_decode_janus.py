@@ -235,7 +235,9 @@ def test_ibench_eval_batch_size_decodes_batches_with_the_same_answers(
     texts = {}
     for bs in ("1", "3"):
         out = tmp_path / f"bs{bs}"
-        args = ["--limit", "3", "--max-new-tokens", "16", "--scorers", "structure"]
+        # sampled: each sample draws from its own seed (from its id), at any batch size
+        args = ["--limit", "3", "--max-new-tokens", "16", "--scorers", "structure",
+                "--temperature", "1.0", "--seed", "5"]  # fmt: skip
         code, _ = cli_json(
             "eval", "--model", str(tiny_janus), "--bench", "isg:sample", "--out", str(out),
             "--batch-size", bs, *args,
@@ -247,3 +249,5 @@ def test_ibench_eval_batch_size_decodes_batches_with_the_same_answers(
         }
     assert calls == [3]  # batch 1 ran the single-row loop, batch 3 one batched decode
     assert texts["3"] == texts["1"] and len(texts["1"]) == 3
+    seeds = [json.loads(x)["settings"]["seed"] for x in (tmp_path / "bs3" / "predictions.jsonl").read_text().splitlines()]  # fmt: skip
+    assert len(set(seeds)) == 3  # each prediction records the seed it drew from

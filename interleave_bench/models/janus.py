@@ -38,7 +38,8 @@ The forced ``<end_of_image>`` has log-prob 0.0 and opens the next text segment.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -47,63 +48,12 @@ from ..types import Interleaved, Segment
 from . import janus_batch
 from .base import DecodeTrace, GenerationOutput, GenerationSettings, generate_each
 from .families import FamilySpec
+from .janus_parts import DecodeResult, JanusTokenIds, janus_token_ids, pixels_to_image  # noqa: F401
 from .sampling import cache_kwarg, load_pretrained, output_cache, resolve_device, sample_token
 
 if TYPE_CHECKING:
     import torch
     from PIL import Image
-
-
-@dataclass(frozen=True)
-class JanusTokenIds:
-    """The structural token ids the loop needs, resolved once per model."""
-
-    bos: int | None
-    eos: frozenset[int]
-    pad: int
-    boi: int
-    eoi: int
-    placeholder: int
-
-
-@dataclass
-class DecodeResult:
-    """One answer as the loop produced it: text pieces and PIL images in order, plus the trace."""
-
-    parts: list[str | Image.Image]
-    image_codes: list[list[int]]
-    stop_reason: str  # "eos" | "length"
-    trace: DecodeTrace | None = None
-
-
-def janus_token_ids(model: Any, processor: Any) -> JanusTokenIds:
-    """Structural ids from the processor's image tokens and the model's generation config."""
-    tok = processor.tokenizer
-    gen = model.generation_config
-
-    def _id(token: str) -> int:
-        i = tok.convert_tokens_to_ids(token)
-        if i is None or i == tok.unk_token_id:
-            raise ValueError(f"the tokenizer has no {token!r} token")
-        return int(i)
-
-    eos = gen.eos_token_id if gen.eos_token_id is not None else tok.eos_token_id
-    eos_ids = frozenset(
-        int(e) for e in (eos if isinstance(eos, (list, tuple)) else [eos]) if e is not None
-    )
-    pad = next(
-        (int(p) for p in (gen.pad_token_id, tok.pad_token_id) if p is not None),
-        min(eos_ids) if eos_ids else 0,
-    )
-    bos = gen.bos_token_id if gen.bos_token_id is not None else tok.bos_token_id
-    return JanusTokenIds(
-        bos=None if bos is None else int(bos),
-        eos=eos_ids,
-        pad=pad,
-        boi=_id(processor.image_start_token),
-        eoi=_id(processor.image_end_token),
-        placeholder=int(model.config.image_token_id),
-    )
 
 
 def build_prompt_inputs(processor: Any, prompt: Interleaved, store: ImageStore | None) -> Any:
@@ -354,18 +304,6 @@ def decode_codes(model: Any, processor: Any, codes: list[int]) -> Image.Image:
     return pixels_to_image(processor, pixels)
 
 
-def pixels_to_image(processor: Any, pixels: torch.Tensor) -> Image.Image:
-    """One decoded ``(H, W, C)`` normalised float CPU tensor -> a PIL image (see ``decode_codes``)."""
-    import torch
-    from PIL import Image as PILImage
-
-    ip = processor.image_processor
-    mean = torch.tensor(ip.image_mean, dtype=torch.float32)
-    std = torch.tensor(ip.image_std, dtype=torch.float32)
-    values = ((pixels * std + mean) / float(ip.rescale_factor)).clamp(0, 255).to(torch.uint8)
-    return PILImage.fromarray(values.numpy(), "RGB")
-
-
 class JanusAdapter:
     """``ModelAdapter`` for Janus/Janus-Pro checkpoints loaded with transformers.
 
@@ -409,25 +347,37 @@ class JanusAdapter:
         store: ImageStore,
         *,
         return_trace: bool = False,
+        seeds: Sequence[int] | None = None,
     ) -> list[GenerationOutput]:
         """Answers for ``prompts``, ``settings.batch_size`` decoded together (1: one at a time
         through ``decode_interleaved``). A prompt that cannot be built is its own ``error``; a
-        batch whose decode raises gives that error to each of its prompts."""
+        batch whose decode raises gives that error to each of its prompts. ``seeds[i]`` (the
+        evaluation runner's per-sample seed) draws prompt ``i`` whatever batch it shares, so a
+        sampled answer is the same at every batch size; without it each draws from
+        ``settings.seed``."""
+        if seeds is not None and len(seeds) != len(prompts):
+            raise ValueError(f"{len(prompts)} prompts but {len(seeds)} seeds")
         if settings.batch_size <= 1:
 
-            def one(_i: int, prompt: Interleaved) -> tuple[Interleaved, DecodeTrace | None]:
+            def one(i: int, prompt: Interleaved) -> tuple[Interleaved, DecodeTrace | None]:
                 inputs = build_prompt_inputs(self.processor, prompt, store)
+                own = settings if seeds is None else replace(settings, seed=int(seeds[i]))
                 result = decode_interleaved(
-                    self.model, self.processor, inputs, settings, want_trace=return_trace
+                    self.model, self.processor, inputs, own, want_trace=return_trace
                 )
                 return _answer(result.parts, store), result.trace
 
             return generate_each(prompts, one, return_trace=return_trace)
         outputs: list[GenerationOutput] = []
-        for a in range(0, len(prompts), settings.batch_size):
+        size = settings.batch_size
+        for a in range(0, len(prompts), size):
             outputs.extend(
                 self._generate_batch(
-                    prompts[a : a + settings.batch_size], settings, store, return_trace
+                    prompts[a : a + size],
+                    settings,
+                    store,
+                    return_trace,
+                    None if seeds is None else seeds[a : a + size],
                 )
             )
         return outputs
@@ -438,7 +388,10 @@ class JanusAdapter:
         settings: GenerationSettings,
         store: ImageStore,
         return_trace: bool,
+        seeds: Sequence[int] | None = None,
     ) -> list[GenerationOutput]:
+        import torch
+
         start = time.perf_counter()
         outputs: list[GenerationOutput | None] = [None] * len(prompts)
         good, inputs = [], []
@@ -449,7 +402,11 @@ class JanusAdapter:
             except Exception as e:  # noqa: BLE001 - recorded on that prompt's output
                 outputs[k] = GenerationOutput(Interleaved(), error=f"{type(e).__name__}: {e}")
         try:
-            rows = self.decode_batch(inputs, settings, store, want_trace=return_trace)
+            gens = None
+            if seeds is not None and settings.temperature > 0:
+                dev = self.model.device
+                gens = [torch.Generator(device=dev).manual_seed(int(seeds[k])) for k in good]
+            rows = self.decode_batch(inputs, settings, store, gens, want_trace=return_trace)
         except Exception as e:  # noqa: BLE001 - the batch failed: each of its prompts says so
             rows = [e] * len(good)  # type: ignore[list-item]
         seconds = (time.perf_counter() - start) / max(1, len(prompts))

@@ -36,7 +36,7 @@ from .sampling import allowed_logprobs, cache_kwarg, output_cache
 if TYPE_CHECKING:
     import torch
 
-    from .janus import DecodeResult
+    from .janus_parts import DecodeResult
 
 
 IMAGES_PER_CALL = 16  # grids per VQ decoder call: its activations at 384 px are large
@@ -231,7 +231,7 @@ def decode_batch(
     """
     import torch
 
-    from .janus import DecodeResult, janus_token_ids
+    from .janus_parts import DecodeResult, janus_token_ids
 
     ids = janus_token_ids(model, processor)
     device = model.device
@@ -408,7 +408,7 @@ def _decode_images(model: Any, processor: Any, grids: list[list[int]], per_call:
     """VQ codes of many images -> PIL images, ``per_call`` grids per decoder call."""
     import torch
 
-    from .janus import pixels_to_image
+    from .janus_parts import pixels_to_image
 
     out: list[Any] = []
     with torch.no_grad():
