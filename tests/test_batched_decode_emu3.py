@@ -153,6 +153,18 @@ def test_generate_batch_size_does_not_change_answers(adapter, prompts, store, tm
         _same_answer((a.output, a.trace), (b.output, b.trace))
 
 
+def test_generate_takes_the_runners_seed_per_prompt(adapter, prompts, store):
+    """``seeds[i]`` draws prompt ``i`` in a batch exactly as a one-prompt call seeded with it
+    (what ``ibench eval`` does at batch 1), so eval answers are the same at every batch size."""
+    wide = GenerationSettings(**{**SAMPLED.to_dict(), "batch_size": 3})
+    seeds = [101, 57, 9]
+    batch = adapter.generate(prompts, wide, store, return_trace=True, seeds=seeds)
+    for prompt, seed, got in zip(prompts, seeds, batch, strict=True):
+        alone = GenerationSettings(**{**SAMPLED.to_dict(), "seed": seed})
+        [want] = adapter.generate([prompt], alone, store, return_trace=True)
+        _same_answer((got.output, got.trace), (want.output, want.trace))
+
+
 @pytest.mark.parametrize("image_logprob", ["cond", "cfg"])
 def test_batched_rollout_logprobs_equal_the_teacher_forced_ones(
     adapter, inputs, store, image_logprob

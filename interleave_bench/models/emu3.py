@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
@@ -213,23 +213,29 @@ class Emu3Adapter:
         store: ImageStore,
         *,
         return_trace: bool = False,
+        seeds: Sequence[int] | None = None,
     ) -> list[GenerationOutput]:
         """One answer per prompt, ``settings.batch_size`` prompts decoded together; prompt ``i``
-        samples with seed ``settings.seed + i`` whatever batch it shares, so answers do not
-        depend on the batch size. A prompt that fails is that prompt's ``error``: a batch that
-        raises is decoded again one prompt at a time. ``seconds`` is the batch's wall time
-        shared equally among its answers."""
+        samples with seed ``seeds[i]`` (the evaluation runner's per-sample seed), else
+        ``settings.seed + i``, whatever batch it shares, so answers do not depend on the batch
+        size. A prompt that fails is that prompt's ``error``: a batch that raises is decoded
+        again one prompt at a time. ``seconds`` is the batch's wall time shared equally among
+        its answers."""
+        if seeds is not None and len(seeds) != len(prompts):
+            raise ValueError(f"{len(prompts)} prompts but {len(seeds)} seeds")
+        own = [settings.seed + i for i in range(len(prompts))] if seeds is None else list(seeds)
         size = max(1, settings.batch_size)
         outputs: list[GenerationOutput] = []
         for lo in range(0, len(prompts), size):
-            outputs += self._generate_batch(prompts[lo : lo + size], lo, settings, store)
+            chunk = prompts[lo : lo + size]
+            outputs += self._generate_batch(chunk, own[lo : lo + size], settings, store)
         if not return_trace:
             for out in outputs:
                 out.trace = None
         return outputs
 
     def _generate_batch(
-        self, prompts: list[Interleaved], offset: int, settings: GenerationSettings, store: Any
+        self, prompts: list[Interleaved], seeds: list[int], settings: GenerationSettings, store: Any
     ) -> list[GenerationOutput]:
         start = time.perf_counter()
         inputs, outputs = [], []
@@ -244,7 +250,7 @@ class Emu3Adapter:
         rows = [k for k, x in enumerate(inputs) if x is not None]
 
         def gens(ks: list[int]) -> list[torch.Generator | None]:
-            return [self.generator(settings, settings.seed + offset + k) for k in ks]
+            return [self.generator(settings, int(seeds[k])) for k in ks]
 
         answers = None
         if len(rows) > 1:
