@@ -183,6 +183,42 @@ def missing_judgment(scorer: Any, pred: Prediction) -> Judgment:
     )
 
 
+def pairwise_result(
+    scorer: Any,
+    engine: Any,
+    models: list[str],
+    judgments: list[Judgment],
+    *,
+    swap: bool = False,
+    **metadata: Any,
+) -> PairwiseResult:
+    """A pairwise run's result: win rates, counts by status, the reasons of what was not valid,
+    the judge's request statistics (``ibench score`` and the ``evaluate`` metric share it)."""
+    counts = Counter(j.status for j in judgments)
+    return PairwiseResult(
+        protocol=scorer.protocol_version,
+        judge=engine.model,
+        comparable=bool(scorer.comparable),
+        models=models,
+        win_rates=scorer.rates(judgments),
+        counts={
+            "valid": counts.get("ok", 0),
+            "invalid": counts.get("invalid", 0),
+            "error": counts.get("error", 0),
+            "total": len(judgments),
+        },
+        invalid_reasons=dict(
+            sorted(Counter(j.reason or "unknown" for j in judgments if j.status != "ok").items())
+        ),
+        swap=swap,
+        metadata={
+            "judge_stats": engine.stats.to_dict(),
+            **metadata,
+            "not_scored": not_scored(judgments),
+        },
+    )
+
+
 def not_scored(judgments: Iterable[Judgment]) -> dict[str, int]:
     """Items without a score, by cause: what a rerun (or the user) can still finish. Invalid
     judge replies are the protocol's result, not missing work, so they are not counted."""
@@ -523,29 +559,14 @@ def run_pairwise(
         judgments = run_sync(go())
     finally:
         emit.log.close()
-    counts = Counter(j.status for j in judgments)
-    result = PairwiseResult(
-        protocol=scorer.protocol_version,
-        judge=engine.model,
-        comparable=bool(scorer.comparable),
-        models=models,
-        win_rates=scorer.rates(judgments),
-        counts={
-            "valid": counts.get("ok", 0),
-            "invalid": counts.get("invalid", 0),
-            "error": counts.get("error", 0),
-            "total": len(judgments),
-        },
-        invalid_reasons=dict(
-            sorted(Counter(j.reason or "unknown" for j in judgments if j.status != "ok").items())
-        ),
+    result = pairwise_result(
+        scorer,
+        engine,
+        models,
+        judgments,
         swap=opts.swap,
-        metadata={
-            "judge_stats": engine.stats.to_dict(),
-            "pairs": len(pairs),
-            "problems": len(problems) + len(problems_b),
-            "not_scored": not_scored(judgments),
-        },
+        pairs=len(pairs),
+        problems=len(problems) + len(problems_b),
     )
     folder.write_results(RunResults(pairwise=[result]))
     folder.write_manifest({**claimed, **manifest(opts, revision, scorer)})

@@ -3,13 +3,12 @@ scorer, judge engine (cache, budget, preflight), missing-prediction rule and agg
 
 from __future__ import annotations
 
-from collections import Counter
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from ..config import JudgeSpec
-from ..types import PairwiseResult, Prediction, Sample
+from ..types import Prediction, Sample
 
 
 def score_records(
@@ -70,28 +69,11 @@ def score_records(
 
 def _pairwise(scorer, samples, preds_a, preds_b, engine, opts) -> dict[str, Any]:
     from ..scorers.base import check_aligned
-    from ..scoring import ScoreError, not_scored
+    from ..scoring import ScoreError, pairwise_result
 
     if preds_b is None:
         raise ScoreError(f"{opts.protocol} compares two models: pass predictions_b= too")
     check_aligned(samples, preds_b)
     judgments = scorer.score_pairs(samples, preds_a, preds_b)
-    counts = Counter(j.status for j in judgments)
     models = sorted({preds_a[0].model, preds_b[0].model})
-    return PairwiseResult(
-        protocol=scorer.protocol_version,
-        judge=engine.model,
-        comparable=bool(scorer.comparable),
-        models=models,
-        win_rates=scorer.rates(judgments),
-        counts={
-            "valid": counts.get("ok", 0),
-            "invalid": counts.get("invalid", 0),
-            "error": counts.get("error", 0),
-            "total": len(judgments),
-        },
-        invalid_reasons=dict(
-            sorted(Counter(j.reason or "unknown" for j in judgments if j.status != "ok").items())
-        ),
-        metadata={"judge_stats": engine.stats.to_dict(), "not_scored": not_scored(judgments)},
-    ).to_dict()
+    return pairwise_result(scorer, engine, models, judgments).to_dict()
