@@ -146,16 +146,7 @@ def load_prediction_records(
         found[pred.sample_id] = _refused(
             dataclasses.replace(pred, output=output), [f"{f}: {m}" for f, m in refused]
         )
-    if not found:
-        first = f": {problems[0]}" if problems else ""
-        raise DataError(f"{path}: no usable prediction record{first}")
-    samples = list(data)
-    unknown = set(found) - {s.id for s in samples}
-    problems += [Problem(i, "sample_id", "not a sample of this benchmark") for i in sorted(unknown)]
-    preds = [
-        found.get(s.id) or Prediction(s.id, "unknown", Interleaved(), error="no prediction")
-        for s in samples
-    ]
+    samples, preds = _align(found, data, problems, f"{path}: no usable prediction record")
     return samples, preds, _named(problems, path)
 
 
@@ -248,9 +239,17 @@ def load_prediction_dataset(
             problems.append(Problem(index, "output", f"image refused: {e}"))
             continue
         found[pred.sample_id] = pred
+    samples, preds = _align(found, data, problems, f"{where}: no usable prediction row")
+    return samples, preds, problems
+
+
+def _align(
+    found: dict[str, Prediction], data: BenchmarkData, problems: list[Problem], nothing: str
+) -> tuple[list[Sample], list[Prediction]]:
+    """One prediction per sample of ``data`` in its order (a missing one is an error record, an
+    unknown sample id a problem); ``nothing`` is the error when no record was usable."""
     if not found:
-        first = f": {problems[0]}" if problems else ""
-        raise DataError(f"{where}: no usable prediction row{first}")
+        raise DataError(nothing + (f": {problems[0]}" if problems else ""))
     samples = list(data)
     unknown = set(found) - {s.id for s in samples}
     problems += [Problem(i, "sample_id", "not a sample of this benchmark") for i in sorted(unknown)]
@@ -258,4 +257,4 @@ def load_prediction_dataset(
         found.get(s.id) or Prediction(s.id, "unknown", Interleaved(), error="no prediction")
         for s in samples
     ]
-    return samples, preds, problems
+    return samples, preds
