@@ -19,7 +19,7 @@ from ..media import ImageError, ImageStore, to_data_url
 from ..protocols import ProtocolSpec
 from ..types import Interleaved, Judgment, Prediction, Result, Sample
 from .base import PerItemScorer, json_object_in
-from .protocol_files import PromptSet, load_text_prompt
+from .protocol_files import PromptSet, load_text_prompt, user_prompt_file
 
 ASPECTS = (
     "text_quality",
@@ -240,10 +240,7 @@ def aggregate_aspects(
 
 def build(opts: Any, engine: JudgeEngine) -> InterleavedEvalScorer:
     """Our own rubric, or the official prompt from ``--protocol-file`` (never pinned)."""
-    prompt = None
-    if opts.protocol_file is not None:
-        text = opts.protocol_file.read_text(encoding="utf-8")
-        prompt = load_text_prompt("official", text, str(opts.protocol_file))
+    prompt = user_prompt_file(opts.protocol_file, "official", "interleaved_eval")
     return InterleavedEvalScorer(engine, prompt)
 
 

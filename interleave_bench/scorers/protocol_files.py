@@ -245,3 +245,16 @@ def load_text_prompt(name: str, text: str, source: str) -> PromptSet:
     return PromptSet(
         {name: text}, source, official=False, mismatched=(name,), hashes={name: sha256_text(text)}
     )
+
+
+def user_prompt_file(path: Path | None, name: str, protocol: str) -> PromptSet | None:
+    """The prompt file a user passed as ``protocol_file`` for an unpinned protocol, as prompt
+    ``name`` (never comparable); ``None`` when none was given. An unreadable file is a
+    ``ValueError`` naming it."""
+    if path is None:
+        return None
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path}: cannot read the {protocol} prompt ({e})") from None
+    return load_text_prompt(name, text, str(path))

@@ -23,7 +23,7 @@ from ..media import ImageError, ImageStore, to_data_url
 from ..protocols import ProtocolSpec
 from ..types import Interleaved, Judgment, Prediction, Sample
 from .base import PerItemScorer, json_object_in
-from .protocol_files import PromptSet, load_text_prompt
+from .protocol_files import PromptSet, load_text_prompt, user_prompt_file
 
 RUBRIC = """You review the written part of an assistant's answer to a user's request, which may
 come with pictures. Judge only the answer's text: does it respond to what was asked, is it
@@ -140,15 +140,7 @@ class TextCriticScorer(PerItemScorer):
 
 def build(opts: Any, engine: JudgeEngine) -> TextCriticScorer:
     """Our rubric, or the prompt file given as ``protocol_file`` (never pinned)."""
-    prompt = None
-    if opts.protocol_file is not None:
-        try:
-            text = opts.protocol_file.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as e:
-            raise ValueError(
-                f"{opts.protocol_file}: cannot read the text_critic prompt ({e})"
-            ) from None
-        prompt = load_text_prompt("rubric", text, str(opts.protocol_file))
+    prompt = user_prompt_file(opts.protocol_file, "rubric", "text_critic")
     return TextCriticScorer(engine, prompt)
 
 
