@@ -71,19 +71,26 @@ class Dist:
         return float(sum(self.gather(value)))
 
     def average_gradients(self, params: list[Any]) -> None:
-        """Mean of every gradient over processes (one flat all-reduce)."""
+        """Mean of every gradient over processes (one flat all-reduce). A parameter that no
+        process's examples reached keeps no gradient, as in one process: a zero gradient would
+        still let AdamW decay it and count a step in its bias correction (a step with no input
+        image, for instance, leaves the vision encoder without gradients)."""
         if self.acc is None:
             return
         import torch
 
         grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
-        flat = torch.cat([g.reshape(-1) for g in grads])
+        reached = torch.tensor([float(p.grad is not None) for p in params], dtype=grads[0].dtype)
+        flat = torch.cat([g.reshape(-1) for g in grads] + [reached.to(grads[0].device)])
         flat = self.acc.reduce(flat, reduction="mean")
         offset = 0
         for p, g in zip(params, grads, strict=True):
             n = g.numel()
             p.grad = flat[offset : offset + n].view_as(p).clone()
             offset += n
+        for p, r in zip(params, flat[offset:].tolist(), strict=True):
+            if r == 0.0:
+                p.grad = None
 
     def prepare_deepspeed(self, model: Any, optimizer: Any, max_grad_norm: float | None) -> Any:
         """Hand model and optimizer to DeepSpeed (ZeRO 1/2) through accelerate. The engine then
