@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
 import pytest
 
 from interleave_bench.benchmarks.base import MINISET_DIR
+
+# pytest-xdist workers inherit COLUMNS from the controller, and a rich Console created at import
+# (the CLI's) then keeps that width for good, whatever a test's CliRunner env says: every worker
+# sees the environment of a serial run instead (tests that need a width set it themselves)
+os.environ.pop("COLUMNS", None)
+os.environ.pop("LINES", None)
 
 
 @pytest.fixture(autouse=True)
