@@ -11,7 +11,7 @@ setup:
 	$(PY) -m pip install -e ".[dev,models,diffusers,train,hf]"
 
 test:
-	HF_HUB_OFFLINE=1 $(PY) -m pytest
+	HF_HUB_OFFLINE=1 $(PY) -m pytest -n 2
 
 lint:
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
