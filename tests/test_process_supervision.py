@@ -297,6 +297,40 @@ def test_text_steps_use_the_critics_step_judge_when_it_has_one():
     ]
 
 
+class FailingStepCritic(TextLength):
+    """A step judge whose every call fails with a reason, as an unreachable judge does."""
+
+    async def ascore_text_step(self, sample, context, step_text):
+        return self.error(sample.id, "judge unreachable")
+
+
+class FailingImage(PrecededImage):
+    async def ascore(self, samples, predictions):
+        return [self.invalid(s.id, "no score in the reply") for s in samples]
+
+
+def test_failed_step_judgments_are_none_and_counted_by_reason():
+    from interleave_bench.types import Prediction
+
+    sample = Sample("s", "b", Interleaved([Segment.of_text("Tell, draw, tell.")]))
+    out = Interleaved([Segment.of_text("one"), Segment.of_image(IMG), Segment.of_text("two")])
+    steps = [[Step("text", 0, 2, 0), Step("image", 3, 7, 1), Step("text", 8, 9, 2)]]
+    failures: dict[str, int] = {}
+    got = step_rewards(
+        NativeReward(FailingStepCritic(), name="text"),
+        NativeReward(FailingImage(), name="visual"),
+        [sample],
+        [Prediction("s", "m", out)],
+        steps,
+        failures=failures,
+    )
+    assert got == [[None, None, None]]  # a failed judge is never a score
+    assert failures == {
+        "process text: error: judge unreachable": 2,
+        "process visual: invalid: no score in the reply": 1,
+    }
+
+
 # --------------------------------------------------------------------------- in the trainer
 
 
@@ -357,6 +391,15 @@ def test_trainer_uses_scorer_step_rewards_for_process_advantages(tiny_janus, tmp
     assert stats["reward/process/steps"] == sum(map(len, by_hand)) / len(rolls)
     record = trainer.train_step()
     assert "reward/process_text/mean" in record or "reward/process_image/mean" in record
+    # a step judge that fails is logged by reason in the step record, like the outcome's
+    trainer.process.text = NativeReward(FailingStepCritic(), name="text")
+    record = trainer.train_step()
+    failed = {k: n for k, n in record["reward_failures"].items() if k.startswith("process")}
+    assert (
+        set(failed) == {"process text: error: judge unreachable"}
+        and failed["process text: error: judge unreachable"] >= 1
+    )
+    assert record["reward_failure_count"] >= failed["process text: error: judge unreachable"]
 
 
 def test_process_options_are_checked_when_the_recipe_loads(tmp_path):

@@ -137,9 +137,11 @@ async def astep_rewards(
     steps: Sequence[Sequence[Step]],
     *,
     context: Literal["prefix", "input"] = "prefix",
+    failures: dict[str, int] | None = None,
 ) -> list[RewardList]:
     """One reward per step (``train.steps``) of each rollout: ``result[i][j]`` is for
-    ``steps[i][j]``, ready for ``grpo.process_advantages``.
+    ``steps[i][j]``, ready for ``grpo.process_advantages``. ``failures`` (when given) counts
+    the step judgments that were not ok, as ``"process <reward>: <status>: <reason>"``.
 
     Text steps go to ``text`` (r_t on that text block, in the context of the input and the
     answer's earlier segments), image steps to ``image`` (r_v of that image against the text
@@ -174,6 +176,12 @@ async def astep_rewards(
     for (where, _), rewards in zip(jobs, results, strict=True):
         for (i, j, _), r in zip(where, rewards, strict=True):
             out[i][j] = r
+    if failures is not None:  # each reward ran once above, so its last judgments are the steps'
+        for reward in {id(r): r for r in (text, image) if r is not None}.values():
+            for jd in reward.last_judgments:
+                if jd.status != "ok":
+                    why = f"process {reward.__name__}: {jd.status}: {jd.reason or 'no reason'}"
+                    failures[why] = failures.get(why, 0) + 1
     return out
 
 
@@ -192,6 +200,7 @@ async def _text_steps(
         text = segs[k].text or ""
         jobs.append(scorer.ascore_text_step(samples[i], Interleaved(list(segs[:k])), text))
     judgments = await scorer.gather(jobs)
+    reward.last_judgments = list(judgments)
     return [judgment_reward(j, reward.key) for j in judgments]
 
 
@@ -203,12 +212,15 @@ def step_rewards(
     steps: Sequence[Sequence[Step]],
     *,
     context: Literal["prefix", "input"] = "prefix",
+    failures: dict[str, int] | None = None,
 ) -> list[RewardList]:
     """Sync ``astep_rewards``; closes the rewards' connections afterwards."""
 
     async def run() -> list[RewardList]:
         try:
-            return await astep_rewards(text, image, samples, predictions, steps, context=context)
+            return await astep_rewards(
+                text, image, samples, predictions, steps, context=context, failures=failures
+            )
         finally:
             for reward in {id(r): r for r in (text, image) if r}.values():
                 await reward.aclose()
@@ -263,6 +275,7 @@ class ProcessSupervision:
     def __init__(self, cfg: Any, adapter: Any, reward: Any, structural: frozenset[int]) -> None:
         self.cfg = cfg
         self.structural = structural
+        self.failures: dict[str, int] = {}  # the latest step's failed step judgments, by reason
         tok = getattr(getattr(adapter, "processor", None), "tokenizer", None)
         self.text_of = None if tok is None else _decoder(tok)
         self.text, self.image = step_components(cfg.rewards, reward)
@@ -284,6 +297,7 @@ class ProcessSupervision:
     def rewards(
         self, samples: Sequence[Sample], predictions: Sequence[Prediction], steps: list[list[Step]]
     ) -> list[RewardList]:
+        self.failures = {}
         if self.mode == "structure":
             expected = self.cfg.expected or ""
             return [
@@ -293,7 +307,9 @@ class ProcessSupervision:
                 ]
                 for row in steps
             ]
-        return step_rewards(self.text, self.image, samples, predictions, steps)
+        return step_rewards(
+            self.text, self.image, samples, predictions, steps, failures=self.failures
+        )
 
     def advantages(
         self, samples: Sequence[Sample], rolls: Sequence[Any], width: int

@@ -203,6 +203,9 @@ class GRPOTrainer(TrainerBase):
         mask = batch_mask(rolls)
         adv, adv_stats = self._advantages(rolls, rewards, mask.shape[1], picked)
         reward_metrics.update({k: v for k, v in adv_stats.items() if k.startswith("reward/")})
+        for why, n in getattr(getattr(self, "process", None), "failures", {}).items():
+            failed = reward_metrics.setdefault("reward_failures", {})  # step judges fail too
+            failed[why] = failed.get(why, 0) + n
         dev = self.model.device
         mask, adv = mask.to(dev), adv.to(dev)
         old = old_logprobs(rolls, cfg.image_logprob, dev)  # type: ignore[arg-type]
