@@ -128,3 +128,52 @@ def test_mmie_metric_equals_ibench_score_against_the_stand_in_judge(tmp_path, mo
         assert len(server.requests) == sent
         assert cached["metadata"]["judge_stats"]["cache_hits"] == 15
         assert {k: cached[k] for k in SAME} == {k: cli[k] for k in SAME}
+
+
+def test_pairwise_metric_equals_ibench_score_against_the_stand_in_judge(tmp_path, monkeypatch):
+    """``predictions_b=``: the pairwise path gives ``ibench score``'s win rates and counts."""
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    data = load_benchmark("opening:sample", limit=4)
+    good = [
+        Prediction(s.id, "Good", Interleaved(g for g in s.gold if g.image is None)) for s in data
+    ]
+    bad = [Prediction(s.id, "Bad", Interleaved([Segment.of_text("I cannot help.")])) for s in data]
+    files = []
+    for name, preds in (("good", good), ("bad", bad)):
+        (tmp_path / name).mkdir()
+        files.append(tmp_path / name / "predictions.jsonl")
+        files[-1].write_text("".join(json.dumps(p.to_dict()) + "\n" for p in preds))
+    prompt = tmp_path / "judge_system.txt"
+    prompt.write_text("Compare A and B.")
+
+    def script(body):
+        text = user_text(body)
+        if "[Answer of Model A]" not in text:
+            return Reply(content="OK")  # the preflight probe
+        a_part = text.split("[Answer of Model A]")[1].split("[Answer of Model B]")[0]
+        if data[0].input.text.split()[0] in text and "cannot help" in a_part:
+            return Reply(content="Hard to say.")  # one verdict that cannot be read
+        return Reply(content="B is better" if "cannot help" in a_part else "A is better")
+
+    with FakeOpenAI(script) as server:
+        code, cli = cli_json(
+            "score", "--bench", "opening:sample", "--limit", "4",
+            "--predictions", str(files[0]), "--predictions-b", str(files[1]),
+            "--protocol", "opening_pairwise", "--protocol-file", str(prompt),
+            "--allow-unofficial", "--swap", "--judge-base-url", server.url,
+            "--judge-model", "gpt-4o", "--out", str(tmp_path / "run"),
+        )  # fmt: skip
+        assert code == 0, cli
+        got = metrics.load("opening_pairwise").compute(
+            predictions=good,
+            references=list(data),
+            predictions_b=bad,
+            judge=JudgeSpec(judge_model="gpt-4o", judge_base_url=server.url),
+            protocol_file=prompt,
+            allow_unofficial=True,
+            swap=True,
+            cache_dir=tmp_path / "metric-cache",
+        )
+    assert cli["counts"] == {"valid": 7, "invalid": 1, "error": 0, "total": 8}
+    for key in ("win_rates", "counts", "invalid_reasons", "models", "comparable", "judge", "swap"):
+        assert got[key] == cli[key], key

@@ -32,6 +32,7 @@ Args:
         ``cache_home()/metrics/<protocol>``); a rerun is answered from it.
     protocol_file, allow_unofficial, clip_model: as ``ibench score``'s options.
     predictions_b: a pairwise protocol's second model, aligned like ``predictions``.
+    swap: a pairwise protocol also judges each pair in the other order (``--swap``).
 Returns:
     the ``Result`` (``PairwiseResult`` for pairwise protocols) as a dict.
 """
@@ -138,6 +139,7 @@ class ProtocolMetric(evaluate.Metric):
         allow_unofficial: bool = False,
         clip_model: str | Path | None = None,
         predictions_b: Sequence[Any] | None = None,
+        swap: bool = False,
         **judge_settings: Any,
     ) -> dict[str, Any]:
         from .run import score_records
@@ -170,6 +172,7 @@ class ProtocolMetric(evaluate.Metric):
             allow_unofficial=allow_unofficial,
             clip_model=None if clip_model is None else Path(clip_model),
             predictions_b=preds_b,
+            swap=swap,
         )
 
 

@@ -22,6 +22,7 @@ def score_records(
     allow_unofficial: bool = False,
     clip_model: Path | None = None,
     predictions_b: list[Prediction] | None = None,
+    swap: bool = False,
 ) -> dict[str, Any]:
     """The protocol's ``Result`` (or ``PairwiseResult``) on aligned samples and predictions, as a
     dict; judge answers are cached in ``out/judgments.sqlite``."""
@@ -50,6 +51,7 @@ def score_records(
         allow_unofficial=allow_unofficial,
         judge=judge,
         clip_model=clip_model,
+        swap=swap,
     )
     engine = build_engine(opts)
     scorer = build_scorer(opts, engine)
@@ -76,4 +78,4 @@ def _pairwise(scorer, samples, preds_a, preds_b, engine, opts) -> dict[str, Any]
     check_aligned(samples, preds_b)
     judgments = scorer.score_pairs(samples, preds_a, preds_b)
     models = sorted({preds_a[0].model, preds_b[0].model})
-    return pairwise_result(scorer, engine, models, judgments).to_dict()
+    return pairwise_result(scorer, engine, models, judgments, swap=opts.swap).to_dict()
