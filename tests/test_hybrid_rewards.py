@@ -261,3 +261,19 @@ def test_training_logs_judge_failures_by_reason_and_dropout_is_disabled(
     assert rec["reward_failure_count"] == 2 and rec["rollout_errors"] == {}
     assert abs(rec["ratio_mean"] - 1.0) < 1e-4, rec["ratio_mean"]
     assert rec["kl"] < 1e-8
+
+
+def test_visual_alignment_auto_picks_image_reward_from_the_recipes_folder(monkeypatch, tmp_path):
+    """``backend: auto`` with ``imagereward_model`` given (not the environment variable) and the
+    package importable chooses ImageReward; without the package, CLIP."""
+    import sys
+    import types
+
+    monkeypatch.delenv("IBENCH_IMAGEREWARD_MODEL", raising=False)
+    folder = tmp_path / "imagereward"
+    folder.mkdir()
+    monkeypatch.setitem(sys.modules, "ImageReward", types.ModuleType("ImageReward"))
+    assert VisualAlignmentScorer(imagereward_model=folder).backend == "imagereward"
+    assert VisualAlignmentScorer(imagereward_model=tmp_path / "absent").backend == "clip"
+    monkeypatch.setitem(sys.modules, "ImageReward", None)  # the package is not installed
+    assert VisualAlignmentScorer(imagereward_model=folder).backend == "clip"

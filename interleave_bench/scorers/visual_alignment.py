@@ -55,13 +55,14 @@ def image_contexts(sample: Sample, output: Interleaved) -> list[tuple[str, Image
     return out
 
 
-def imagereward_available() -> bool:
-    """True when the ``image-reward`` package imports and its weights folder is set."""
+def imagereward_available(folder: str | os.PathLike[str] | None = None) -> bool:
+    """True when the ``image-reward`` package imports and its weights folder (``folder``, else
+    ``$IBENCH_IMAGEREWARD_MODEL``) exists."""
     try:
         import ImageReward  # noqa: F401
     except Exception:  # noqa: BLE001 - any failure to import means "not available"
         return False
-    folder = os.environ.get(IMAGEREWARD_ENV)
+    folder = folder or os.environ.get(IMAGEREWARD_ENV)
     return bool(folder) and Path(folder).is_dir()
 
 
@@ -92,7 +93,7 @@ class VisualAlignmentScorer(Scorer):
             raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
         ir_folder = imagereward_model or os.environ.get(IMAGEREWARD_ENV)
         if backend == "auto":
-            backend = "imagereward" if ir_folder and imagereward_available() else "clip"
+            backend = "imagereward" if ir_folder and imagereward_available(ir_folder) else "clip"
         self.backend = backend
         self.imagereward_model = None if not ir_folder else Path(ir_folder)
         self.device = device
