@@ -283,9 +283,15 @@ def _decode_emu3(
         rows = adapter.decode_batch(inputs, settings, store, gens)
     else:
         rows = [adapter.decode(x, settings, store, g) for x, g in zip(inputs, gens, strict=True)]
+    from ..models.emu3_decode import prompt_token_ids
+
     out = []
-    for answer, trace in rows:  # a fresh grammar per row: replay moves the state machine on
-        steps = adapter.grammar(settings).replay(trace.token_ids)
+    for x, (answer, trace) in zip(inputs, rows, strict=True):
+        # a fresh grammar per row (replay moves the state machine on), started where the
+        # decoder started: inside the image a prompt opened, if it opened one
+        grammar = adapter.grammar(settings)
+        grammar.resume(prompt_token_ids(adapter.model, x))
+        steps = grammar.replay(trace.token_ids)
         out.append((answer, trace, [st.forced is None for st in steps]))
     return out
 
