@@ -274,6 +274,20 @@ def test_step_rewards_come_from_the_scorers_in_context():
     assert pred.output.texts == ["a red barn"] and sub.input.structure() == "TI"
 
 
+def test_an_image_after_an_image_is_scored_against_the_text_the_outcome_uses():
+    """The step of an image that follows another image gets the answer's nearest earlier text,
+    as ``visual_alignment`` does for the outcome reward (not the input plus the whole answer)."""
+    from interleave_bench.types import Prediction
+
+    sample = Sample("s", "b", Interleaved([Segment.of_text("Tell, then draw twice.")]))
+    out = Interleaved([Segment.of_text("a red barn"), Segment.of_image(IMG), Segment.of_image(IMG)])
+    steps = [[Step("text", 0, 3, 0), Step("image", 4, 8, 1), Step("image", 9, 13, 2)]]
+    got = step_rewards(
+        None, NativeReward(PrecededImage()), [sample], [Prediction("s", "m", out)], steps
+    )
+    assert got == [[None, 1.0, 1.0]]  # both images with "a red barn" before them
+
+
 class StepCritic(TextLength):
     """A critic with a step judge, as ``text_critic`` has: it gets the answer before the step."""
 

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from typing import Any, Literal
 
 from ..scorers.base import Scorer, run_sync
-from ..types import Interleaved, Prediction, Sample
+from ..types import Interleaved, Prediction, Sample, Segment
 from .rewards import NativeReward, RewardList, judgment_reward
 from .steps import Step, rollout_steps, structure_of_steps
 
@@ -23,14 +23,22 @@ def _step_records(
     With ``context="prefix"`` the sub-sample's input is the original input followed by the
     answer's earlier segments, so a scorer sees each step in the context it was generated in
     (an image with the text before it, as the method's visual reward asks); with "input" the
-    sample is left as it is. ``with_text``: an image step's prediction also holds the text
-    segment right before it in the answer (when there is one), so a scorer that aligns each
-    image with its preceding text *in the answer* scores exactly this image.
+    sample is left as it is. ``with_text``: an image step's prediction also holds the nearest
+    non-blank text segment before it in the answer (when there is one), so a scorer that aligns
+    each image with its preceding text *in the answer* scores exactly this image against the
+    text the outcome reward uses for it (``visual_alignment.image_contexts``), also when images
+    follow each other.
     """
     step_id = f"{sample.id}#step{k}"
     segs = prediction.output.segments
-    lead = 1 if with_text and k > 0 and segs[k].is_image and not segs[k - 1].is_image else 0
-    prefix = list(segs[: k - lead]) if context == "prefix" else []
+    lead: list[Segment] = []
+    cut = k  # the answer segments before this step's own ones
+    if with_text and segs[k].is_image:
+        texts = [i for i in range(k) if not segs[i].is_image and (segs[i].text or "").strip()]
+        if texts:
+            cut = texts[-1]
+            lead = [segs[cut]]
+    prefix = list(segs[:cut]) if context == "prefix" else []
     sub_sample = Sample(
         id=step_id,
         benchmark=sample.benchmark,
@@ -43,7 +51,7 @@ def _step_records(
     sub_prediction = Prediction(
         sample_id=step_id,
         model=prediction.model,
-        output=Interleaved(list(segs[k - lead : k + 1])),
+        output=Interleaved([*lead, segs[k]]),
         settings=prediction.settings,
         error=prediction.error,
     )
