@@ -154,11 +154,11 @@ class PredictionImages:
     """Where the images named by a predictions file may come from: its own folder, looked up by
     path through the benchmarks' safe-path rules (``DataRoot``), or its run store by hash."""
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, store: Path | None = None) -> None:
         self.folder = Path(folder)
         self.real = os.path.realpath(self.folder)
         self.root = DataRoot([self.folder])
-        self.store = ImageStore(self.folder / "images")
+        self.store = ImageStore(store if store is not None else self.folder / "images")
 
     def _inside(self, path: str) -> bool:
         real = os.path.realpath(path)
@@ -227,6 +227,9 @@ def load_prediction_dataset(
             "sample_id and output (columns: " + ", ".join(ds.column_names) + ")"
         )
     store = ImageStore(images)
+    # a cell's bytes land in the run's store; a cell naming a file (a path, a hash) may only
+    # name one in that store: a dataset is untrusted and never reads other files
+    confined = PredictionImages(images, store=images)
     found: dict[str, Prediction] = {}
     problems: list[Problem] = []
     for index, row in enumerate(ds):
@@ -238,7 +241,11 @@ def load_prediction_dataset(
         except ImageError as e:
             problems.append(Problem(index, "output", f"image refused: {e}"))
             continue
-        found[pred.sample_id] = pred
+        output, refused = confined.confine(pred.output)
+        problems += [Problem(pred.sample_id, f, m) for f, m in refused]
+        found[pred.sample_id] = _refused(
+            dataclasses.replace(pred, output=output), [f"{f}: {m}" for f, m in refused]
+        )
     samples, preds = _align(found, data, problems, f"{where}: no usable prediction row")
     return samples, preds, problems
 

@@ -157,3 +157,44 @@ def test_missing_extra_is_one_line(monkeypatch, tmp_path):
     assert result.exit_code == 1
     lines = [line for line in result.output.splitlines() if line.strip()]
     assert len(lines) == 1 and "datasets is not installed" in lines[0]
+
+
+def test_a_predictions_dataset_cannot_name_a_file_outside_the_run(tmp_path):
+    """An image cell that names a file (a path, no bytes) is untrusted: a file outside the run's
+    store is refused (the prediction is an error, never judged, and never read)."""
+    from PIL import Image
+
+    from interleave_bench.predictions import load_prediction_dataset
+
+    secret = tmp_path / "secret" / "private.png"
+    secret.parent.mkdir()
+    Image.new("RGB", (4, 4), (9, 9, 9)).save(secret)
+    data = load_benchmark("mmie:sample")
+    first, second = list(data)[:2]
+    # a plain struct, not datasets.Image (which would embed the file's bytes when saved):
+    # the cell reaches the reader as a path alone, as a crafted dataset's would
+    cell = {"bytes": datasets.Value("binary"), "path": datasets.Value("string")}
+    seg = {"type": datasets.Value("string"), "text": datasets.Value("string"),
+           "image": cell, "source": datasets.Value("string")}  # fmt: skip
+    features = datasets.Features(
+        {"sample_id": datasets.Value("string"), "output": datasets.List(seg)}
+    )
+    rows = [
+        {"sample_id": first.id, "output": [
+            {"type": "text", "text": "see", "image": None, "source": None},
+            {"type": "image", "text": None, "image": {"bytes": None, "path": str(secret)},
+             "source": None}]},
+        {"sample_id": second.id, "output": [
+            {"type": "text", "text": "fine", "image": None, "source": None}]},
+    ]  # fmt: skip
+    folder = tmp_path / "preds_ds"
+    datasets.Dataset.from_list(rows, features=features).save_to_disk(str(folder))
+    run_images = tmp_path / "run" / "images"
+    _, preds, problems = load_prediction_dataset(folder, data, run_images)
+    by_id = {p.sample_id: p for p in preds}
+    bad = by_id[first.id]
+    assert bad.error and bad.error.startswith("image refused")
+    assert all(s.image is None or s.image.missing for s in bad.output)
+    assert any(p.row == first.id and "outside" in p.message for p in problems)
+    assert by_id[second.id].error is None and by_id[second.id].output.texts == ["fine"]
+    assert not any(run_images.rglob("*.png"))  # the outside file was never copied in
