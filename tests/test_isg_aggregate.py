@@ -222,3 +222,19 @@ def test_cli_errors(files, tmp_path):
     junk.write_text("not json\n[1]\n")
     r = run_cli("aggregate", str(junk), "--format", "isg")
     assert r.exit_code == 1 and "no readable rows" in r.stderr and "Traceback" not in r.output
+
+
+def test_rows_of_the_wrong_shape_are_problems_naming_row_and_field(files, tmp_path):
+    """An ``output`` that is not a list or an ``id`` that is not a string is a problem naming the
+    row and the field; the other rows are still aggregated."""
+    judged, gt = files
+    bad = tmp_path / "judged.jsonl"
+    rows = [json.loads(line) for line in judged.read_text().splitlines()]
+    odd = [{**rows[0], "id": "x1", "output": {"0": "text"}}, {**rows[1], "id": ["x2"]}]
+    bad.write_text("".join(json.dumps(r) + "\n" for r in [*rows, *odd]))
+    r = run_cli("aggregate", str(bad), "--format", "isg", "--gt", str(gt), "--json")
+    assert r.exit_code == 0 and "Traceback" not in r.output
+    _, expected = cli_json("aggregate", str(judged), "--format", "isg", "--gt", str(gt))
+    assert json.loads(r.stdout)["official"] == expected["official"]  # the odd rows left out
+    assert "row 'x1', field output: expected a list of blocks, got dict" in r.stderr
+    assert f"row {len(rows) + 1}, field id: expected a string, got list" in r.stderr  # 0-based

@@ -311,6 +311,18 @@ def _read_rows(path: Path, problems: list[Problem]) -> list[dict[str, Any]]:
             problems.append(
                 Problem(index, "<row>", f"expected an object, got {type(raw).__name__}")
             )
+        elif "id" in raw and not isinstance(raw["id"], (str, int)):
+            problems.append(
+                Problem(index, "id", f"expected a string, got {type(raw['id']).__name__}")
+            )
+        elif raw.get("output") is not None and not isinstance(raw["output"], list):
+            problems.append(
+                Problem(
+                    raw.get("id", index),
+                    "output",
+                    f"expected a list of blocks, got {type(raw['output']).__name__}",
+                )
+            )
         else:
             rows.append(raw)
     return rows
@@ -341,7 +353,8 @@ def aggregate_isg(path: Path, gt: Path | None = None) -> tuple[dict[str, Any], A
     problems: list[Problem] = []
     rows = _read_rows(Path(path), problems)
     if not rows:
-        raise DataError(f"{path}: no readable rows (one JSON object per line expected)")
+        first = f"; first problem: {problems[0]}" if problems else ""
+        raise DataError(f"{path}: no readable rows (one JSON object per line expected){first}")
     if gt is not None:
         apply_gt_categories(rows, _read_rows(Path(gt), problems), problems)
     value, more = aggregate_rows(rows)
