@@ -462,6 +462,7 @@ def score_identity(opts: ScoreConfig) -> dict[str, Any]:
         "allow_unofficial": opts.allow_unofficial,
         **opts.judge.identity(),
         **({} if opts.limit is None else {"limit": opts.limit}),
+        **({"extra": dict(opts.extra)} if opts.extra else {}),  # a protocol's own settings
     }
 
 

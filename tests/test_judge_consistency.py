@@ -106,3 +106,28 @@ def test_bad_run_folder_and_usage_errors(scored, tmp_path):
     assert r.exit_code == 1 and "no manifest.json" in r.stderr and "Traceback" not in r.output
     r = run_cli("judge", "consistency", str(run), "--repeats", "1", "--sample", "1")
     assert r.exit_code == 2
+
+
+def test_a_protocols_own_settings_are_part_of_the_run_and_rejudged_as_run(tmp_path):
+    """``ScoreConfig.extra`` (e.g. ISG's dependency rule) is in the run's identity, so a rerun
+    with another setting is refused rather than mixed in, and consistency re-judges with it."""
+    import json
+
+    from interleave_bench.judges.consistency import ConsistencyConfig, score_config
+    from interleave_bench.scoring import ScoreConfig, score_identity
+
+    opts = ScoreConfig(
+        bench="isg:sample", predictions=tmp_path / "p", protocol="isg", out=tmp_path / "run",
+        extra={"isg_dependencies": "answered"},
+    )  # fmt: skip
+    ident = score_identity(opts)
+    assert ident["extra"] == {"isg_dependencies": "answered"}
+    assert "extra" not in score_identity(
+        ScoreConfig("isg:sample", opts.predictions, "isg", opts.out)
+    )
+    (tmp_path / "p").mkdir()
+    opts.out.mkdir()
+    manifest = {"command": "score", "identity": {**ident, "judge_model": "j"}}
+    (opts.out / "manifest.json").write_text(json.dumps(manifest))
+    again = score_config(ConsistencyConfig(run=opts.out, repeats=2, sample=1))
+    assert again.extra == {"isg_dependencies": "answered"} and again.protocol == "isg"

@@ -112,6 +112,7 @@ def score_config(cfg: ConsistencyConfig) -> Any:
         protocol_file=Path(ident["protocol_file"]) if ident.get("protocol_file") else None,
         allow_unofficial=bool(ident.get("allow_unofficial")),
         judge=judge,
+        extra=dict(ident.get("extra") or {}),  # e.g. ISG's dependency rule: judged as the run was
     )
 
 
