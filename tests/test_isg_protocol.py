@@ -163,6 +163,10 @@ def test_one_sample_levels_order_images_and_official_dependency_skipping(
         ("HOLISTIC", ["<query_img1>", "<gen_img1>", "<gen_img2>", "<gen_img1>", "<gen_img2>"]),
     ]
     assert image_urls(bodies[6])[1] == to_data_url(s.input.images[0])
+    # every image at low detail, as the official client sends them
+    sent = [c["image_url"] for b in bodies for m in b["messages"] if m["role"] == "user"
+            for c in m["content"] if c["type"] == "image_url"]  # fmt: skip
+    assert len(sent) == 15 and all(i["detail"] == "low" for i in sent)
     caption = s.gold.texts[0]
     assert user_text(bodies[2]) == (
         f"<image>TI REQ-SCORE | {caption} | Is <gen_text1> a caption for the image?"

@@ -46,6 +46,7 @@ class JudgeRequest:
     seed: int | None = 0
     json_mode: bool = False
     image_placeholder: str | None = None
+    image_detail: Literal["low", "high", "auto"] | None = None  # OpenAI's per-image detail
 
     def messages(self, *, placeholders: bool = True) -> list[dict[str, Any]]:
         """OpenAI chat messages; ``placeholders=False`` keeps images interleaved as parts (for an
@@ -62,7 +63,10 @@ class JudgeRequest:
             if p.kind == "text" and mark is None:
                 content.append({"type": "text", "text": p.text})
             elif p.kind == "image":
-                content.append({"type": "image_url", "image_url": {"url": p.url}})
+                image: dict[str, Any] = {"url": p.url}
+                if self.image_detail is not None:
+                    image["detail"] = self.image_detail
+                content.append({"type": "image_url", "image_url": image})
         msgs.append({"role": "user", "content": content})
         msgs.extend({"role": role, "content": text} for role, text in self.followup)
         return msgs
@@ -80,15 +84,17 @@ class JudgeRequest:
         }
         if self.image_placeholder is not None:  # only then: other protocols keep their keys
             out["image_placeholder"] = self.image_placeholder
+        if self.image_detail is not None:
+            out["image_detail"] = self.image_detail
         return out
 
     def approx_prompt_tokens(self) -> int:
         """A cheap estimate of the input tokens: 4 characters a token, 765 an image (a 1024px
-        image at high detail on GPT-4o-class judges)."""
+        image at high detail on GPT-4o-class judges), 85 at low detail."""
         chars = len(self.system or "") + sum(len(p.text or "") for p in self.parts)
         chars += sum(len(t) for _, t in self.followup)
         images = sum(p.kind == "image" for p in self.parts)
-        return chars // 4 + 765 * images
+        return chars // 4 + (85 if self.image_detail == "low" else 765) * images
 
     def approx_tokens(self) -> int:
         """Input estimate plus the most the judge may write (for tokens-per-minute limits)."""

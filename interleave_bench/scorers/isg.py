@@ -130,7 +130,10 @@ class ISGScorer(PerItemScorer):
         return Part.of_image(to_data_url(ref, store=self.store))
 
     def _request(self, parts: list[Part]) -> JudgeRequest:
-        return JudgeRequest(tuple(parts), max_tokens=self.max_tokens, json_mode=True)
+        # the official client sends every image at low detail
+        return JudgeRequest(
+            tuple(parts), max_tokens=self.max_tokens, json_mode=True, image_detail="low"
+        )
 
     def dsg_request(self, question: dict[str, Any], tags: dict[str, Content]) -> JudgeRequest:
         text = self.prompts.texts["DSG"].format(question=question.get("Question"))
