@@ -12,6 +12,20 @@ from typing import Any
 from .types import Judgment, Result
 
 
+def status_counts(judgments: Iterable[Judgment]) -> tuple[dict[str, int], dict[str, int]]:
+    """A result's ``counts`` (valid / invalid / error / total) and ``invalid_reasons`` (each
+    reason of a judgment that is not ok, sorted): the same tally for every protocol."""
+    js = list(judgments)
+    counts = Counter(j.status for j in js)
+    reasons = Counter(j.reason or "unknown" for j in js if j.status != "ok")
+    return {
+        "valid": counts.get("ok", 0),
+        "invalid": counts.get("invalid", 0),
+        "error": counts.get("error", 0),
+        "total": len(js),
+    }, dict(sorted(reasons.items()))
+
+
 def mean(values: Sequence[float]) -> float | None:
     return sum(values) / len(values) if values else None
 
@@ -66,8 +80,7 @@ def summarize(
     judgment whose sample has no category still counts in the overall.
     """
     js = list(judgments)
-    counts = Counter(j.status for j in js)
-    reasons = Counter(j.reason or "unknown" for j in js if j.status != "ok")
+    counts, reasons = status_counts(js)
     valid = [j for j in js if j.status == "ok" and j.overall is not None]
     per_cat: dict[str, list[float]] = {}
     for j in valid:
@@ -97,13 +110,8 @@ def summarize(
         judge=judge,
         overall=rnd(overall),
         by_category=by_category,
-        counts={
-            "valid": counts.get("ok", 0),
-            "invalid": counts.get("invalid", 0),
-            "error": counts.get("error", 0),
-            "total": len(js),
-        },
-        invalid_reasons=dict(sorted(reasons.items())),
+        counts=counts,
+        invalid_reasons=reasons,
         scale=scale,
         comparable=comparable,
         intervals=intervals,

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
-from .aggregate import summarize
+from .aggregate import status_counts, summarize
 from .benchmarks import DataError, Problem, load_benchmark
 from .config import JudgeSpec, from_yaml
 from .judges.cache import JudgmentCache
@@ -194,22 +194,15 @@ def pairwise_result(
 ) -> PairwiseResult:
     """A pairwise run's result: win rates, counts by status, the reasons of what was not valid,
     the judge's request statistics (``ibench score`` and the ``evaluate`` metric share it)."""
-    counts = Counter(j.status for j in judgments)
+    counts, reasons = status_counts(judgments)
     return PairwiseResult(
         protocol=scorer.protocol_version,
         judge=engine.model,
         comparable=bool(scorer.comparable),
         models=models,
         win_rates=scorer.rates(judgments),
-        counts={
-            "valid": counts.get("ok", 0),
-            "invalid": counts.get("invalid", 0),
-            "error": counts.get("error", 0),
-            "total": len(judgments),
-        },
-        invalid_reasons=dict(
-            sorted(Counter(j.reason or "unknown" for j in judgments if j.status != "ok").items())
-        ),
+        counts=counts,
+        invalid_reasons=reasons,
         swap=swap,
         metadata={
             "judge_stats": engine.stats.to_dict(),

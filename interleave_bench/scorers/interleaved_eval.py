@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from ..aggregate import mean
+from ..aggregate import mean, status_counts
 from ..judges.engine import JudgeEngine
 from ..judges.request import JudgeRequest, Part
 from ..media import ImageError, ImageStore, to_data_url
@@ -197,10 +197,9 @@ def aggregate_aspects(
     prompt_source: str = "",
     prompt_sha256: dict[str, str] | None = None,
 ) -> Result:
-    from collections import Counter
 
     valid = [j for j in judgments if j.status == "ok"]
-    counts = Counter(j.status for j in judgments)
+    counts, reasons = status_counts(judgments)
     means, avg = aspect_means(valid)
     by_task: dict[str, dict[str, Any]] = {}
     for task in sorted({task_of.get(j.sample_id) or "(none)" for j in valid}):
@@ -218,15 +217,8 @@ def aggregate_aspects(
         judge=judge,
         overall=None if avg is None else round(avg, 2),
         by_category=by_task,
-        counts={
-            "valid": counts.get("ok", 0),
-            "invalid": counts.get("invalid", 0),
-            "error": counts.get("error", 0),
-            "total": len(judgments),
-        },
-        invalid_reasons=dict(
-            sorted(Counter(j.reason or "unknown" for j in judgments if j.status != "ok").items())
-        ),
+        counts=counts,
+        invalid_reasons=reasons,
         scale="0-5",
         comparable=False,
         metadata={

@@ -32,6 +32,7 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
+from ..aggregate import status_counts
 from ..judges.engine import JudgeEngine
 from ..judges.request import JudgeRequest, Part
 from ..media import ImageError, ImageStore, to_data_url
@@ -288,7 +289,7 @@ class ISGScorer(PerItemScorer):
         by_id = {s.id: s for s in samples}
         rows = [row_of(by_id[j.sample_id], j.metadata) for j in judgments if j.sample_id in by_id]
         value, problems = aggregate_rows(rows)
-        counts = Counter(j.status for j in judgments)
+        counts, reasons = status_counts(judgments)
         valid = [j.overall for j in judgments if j.status == "ok" and j.overall is not None]
         groups = value["official"]["groups"]
         return Result(
@@ -302,17 +303,8 @@ class ISGScorer(PerItemScorer):
                 for g, t in groups.items()
                 if t["total"]
             },
-            counts={
-                "valid": counts.get("ok", 0),
-                "invalid": counts.get("invalid", 0),
-                "error": counts.get("error", 0),
-                "total": len(judgments),
-            },
-            invalid_reasons=dict(
-                sorted(
-                    Counter(j.reason or "unknown" for j in judgments if j.status != "ok").items()
-                )
-            ),
+            counts=counts,
+            invalid_reasons=reasons,
             scale="1-10",
             comparable=self.comparable,
             metadata={
