@@ -283,14 +283,13 @@ def _decode_emu3(
         rows = adapter.decode_batch(inputs, settings, store, gens)
     else:
         rows = [adapter.decode(x, settings, store, g) for x, g in zip(inputs, gens, strict=True)]
-    from ..models.emu3_decode import prompt_token_ids
-
     out = []
     for x, (answer, trace) in zip(inputs, rows, strict=True):
         # a fresh grammar per row (replay moves the state machine on), started where the
-        # decoder started: inside the image a prompt opened, if it opened one
+        # decoder started: inside the image a prompt opened, if it opened one. The raw ids do:
+        # an input image is closed there too, and an open one ends the prompt with its header
         grammar = adapter.grammar(settings)
-        grammar.resume(prompt_token_ids(adapter.model, x))
+        grammar.resume(x["input_ids"][0].tolist())
         steps = grammar.replay(trace.token_ids)
         out.append((answer, trace, [st.forced is None for st in steps]))
     return out
